@@ -1,0 +1,1 @@
+"""Benchmarks: metrics (torchmetrics, zoo-free), feature extractors, harness and leaderboard."""

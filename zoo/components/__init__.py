@@ -1,0 +1,1 @@
+"""Shared parts every model composes: autoencoder, AR backbone, denoiser, sampling, text encoders."""

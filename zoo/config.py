@@ -1,0 +1,111 @@
+"""YAML configs merged through omegaconf and checked against dataclass schemas.
+
+An unknown or mistyped key is an error naming the key and its closest valid spelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    """A config a user wrote that cannot be used as written."""
+
+
+def config_dir() -> Path:
+    """Where `configs/` lives: `$ZOO_CONFIG_DIR`, else the repository's own folder."""
+    return Path(os.environ.get("ZOO_CONFIG_DIR", REPO_ROOT / "configs"))
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The closest spelling of `name` among `choices`, or None if nothing is close."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' or '' — appended to error messages."""
+    match = closest(name, choices)
+    return f" (did you mean '{match}'?)" if match else ""
+
+
+def _schema_keys(schema: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(schema):
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(f.type):
+            keys.extend(_schema_keys(f.type, prefix + f.name + "."))
+    return keys
+
+
+def _full_key(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None) or getattr(error, "key", None) or ""
+    return str(key)
+
+
+def load_yaml(path: str | Path) -> DictConfig:
+    """Read a YAML file, with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml's errors are many classes; all mean the same to a user
+        raise ConfigError(f"cannot parse {path}: {exc}".splitlines()[0]) from exc
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return loaded
+
+
+def parse_overrides(dotlist: Sequence[str]) -> DictConfig:
+    """`["a.b=1", "c=x"]` -> DictConfig; a malformed item is a one-line error."""
+    for item in dotlist:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+    try:
+        return OmegaConf.from_dotlist(list(dotlist))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {list(dotlist)}: {exc}".splitlines()[0]) from exc
+
+
+def build_config(
+    schema: type[T],
+    *sources: Mapping[str, Any] | DictConfig | None,
+    where: str = "config",
+) -> T:
+    """Merge `sources` (YAML contents, dicts, dotlist configs; later wins) onto `schema`'s defaults.
+
+    Returns a `schema` instance. Unknown keys, wrong types and missing values raise `ConfigError`.
+    """
+    merged = OmegaConf.structured(schema)
+    valid = _schema_keys(schema)
+    for source in sources:
+        if source is None:
+            continue
+        try:
+            merged = OmegaConf.merge(merged, source)
+        except ConfigKeyError as exc:
+            key = _full_key(exc)
+            raise ConfigError(f"unknown key '{key}' in {where}{did_you_mean(key, valid)}") from exc
+        except ValidationError as exc:
+            key = _full_key(exc)
+            raise ConfigError(f"bad value for '{key}' in {where}: {exc}".splitlines()[0]) from exc
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"missing required value(s) {missing} in {where}; set them in the YAML or as key=value")
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid {where}: {exc}".splitlines()[0]) from exc

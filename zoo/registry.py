@@ -1,0 +1,175 @@
+"""The single door to the zoo: `register_model`, `create_model`, `list_models`, `load_model`.
+
+A model file registers itself with a decorator; its defaults live in `configs/model/<name>.yaml`
+and are merged with overrides against the model's config dataclass.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
+from zoo.interface import ModelConfig, VideoGenerator
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; a user wants it plain
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    cls: type[VideoGenerator]
+    config_cls: type[ModelConfig]
+
+    @property
+    def default_yaml(self) -> Path:
+        return config_dir() / "model" / f"{self.name}.yaml"
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_BUILTINS_IMPORTED = False
+
+
+def register_model(name: str, config: type[ModelConfig]) -> Callable[[type[VideoGenerator]], type[VideoGenerator]]:
+    """Class decorator: `@register_model("my_model", config=MyConfig)` on a `VideoGenerator` subclass."""
+
+    def decorator(cls: type[VideoGenerator]) -> type[VideoGenerator]:
+        if not issubclass(cls, VideoGenerator):
+            raise TypeError(f"{cls.__name__} must subclass zoo.VideoGenerator to be registered")
+        if not issubclass(config, ModelConfig):
+            raise TypeError(f"config {config.__name__} of {name} must extend zoo.ModelConfig")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"model name '{name}' is already registered by {existing.cls.__qualname__}")
+        cls.model_name = name
+        _REGISTRY[name] = ModelEntry(name, cls, config)
+        return cls
+
+    return decorator
+
+
+def _import_builtin_models() -> None:
+    # Importing zoo.models' modules runs their decorators; adding a model file needs no central list.
+    global _BUILTINS_IMPORTED
+    if _BUILTINS_IMPORTED:
+        return
+    _BUILTINS_IMPORTED = True
+    import zoo.models as models_pkg
+
+    for module in pkgutil.iter_modules(models_pkg.__path__):
+        importlib.import_module(f"zoo.models.{module.name}")
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted."""
+    _import_builtin_models()
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    _import_builtin_models()
+    if name not in _REGISTRY:
+        raise UnknownModelError(
+            f"unknown model '{name}'{did_you_mean(name, _REGISTRY)}; `zoo list` shows the registered models"
+        )
+    return _REGISTRY[name]
+
+
+def model_config(
+    name: str,
+    overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None,
+    config_path: str | Path | None = None,
+) -> ModelConfig:
+    """The validated config of model `name`: dataclass defaults < YAML (default or given path) < overrides."""
+    entry = get_entry(name)
+    yaml_path = Path(config_path) if config_path is not None else entry.default_yaml
+    yaml = load_yaml(yaml_path) if (config_path is not None or yaml_path.is_file()) else None
+    if overrides is not None and not isinstance(overrides, (Mapping, DictConfig)):
+        overrides = parse_overrides(list(overrides))
+    return build_config(entry.config_cls, yaml, overrides, where=f"config of model '{name}'")
+
+
+def create_model(
+    name: str,
+    config_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    **kwargs: Any,
+) -> VideoGenerator:
+    """Build a registered model from its YAML defaults, `overrides` (dict or dotlist) and keyword overrides."""
+    merged: dict[str, Any] = {}
+    if overrides is not None and not isinstance(overrides, Mapping):
+        overrides = parse_overrides(list(overrides))
+    if overrides is not None:
+        merged.update(overrides)
+    merged.update(kwargs)
+    config = model_config(name, merged or None, config_path)
+    return get_entry(name).cls(config)
+
+
+def model_from_hparams(hparams: Mapping[str, Any]) -> VideoGenerator:
+    """Rebuild a model from the hyperparameters a checkpoint stores (`model_name` + `config`)."""
+    if "model_name" not in hparams or "config" not in hparams:
+        raise ConfigError("checkpoint has no zoo hyperparameters (model_name, config); was it written by `zoo train`?")
+    entry = get_entry(str(hparams["model_name"]))
+    config = build_config(entry.config_cls, dict(hparams["config"]), where=f"checkpoint config of '{entry.name}'")
+    return entry.cls(config)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VideoGenerator:
+    """Load a model from a Lightning `.ckpt` or a `.safetensors` export (config in a sidecar JSON).
+
+    Never unpickles arbitrary objects: checkpoints load with `weights_only=True`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise ConfigError(f"{sidecar} is missing; a .safetensors export needs its config JSON beside it")
+        model = model_from_hparams(json.loads(sidecar.read_text()))
+        state = load_file(str(path), device=str(map_location))
+    else:
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            raise ConfigError(f"cannot read checkpoint {path} (truncated or not a torch checkpoint): {exc}") from exc
+        model = model_from_hparams(ckpt.get("hyper_parameters", {}))
+        state = ckpt["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"checkpoint {path} does not fit model '{model.model_name}': {first}") from exc
+    return model.eval()
+
+
+def export_safetensors(model: VideoGenerator, path: str | Path) -> Path:
+    """Write weights as safetensors plus a `.json` sidecar with the model name and config."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    sidecar = {"model_name": model.model_name, "config": dataclasses.asdict(model.config)}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+    return path
