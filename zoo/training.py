@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -54,6 +56,38 @@ def trainer_config(
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(list(overrides))
     return build_config(TrainerConfig, load_yaml(path), overrides, where=f"trainer preset '{preset}'")
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Saves and restores the torch / numpy / python RNG states with each checkpoint.
+
+    Lightning restores weights, optimizer and loop progress; with the RNG states (and a resumable data order) a
+    resumed run draws the same noise as an uninterrupted one.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        bit_generator = np.random.get_state()
+        python_state = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(bit_generator[1].astype(np.int64)), "pos": bit_generator[2],
+                      "has_gauss": bit_generator[3], "cached_gaussian": bit_generator[4]},
+            # Plain ints and lists only: checkpoints load with weights_only=True.
+            "python": [python_state[0], list(python_state[1]), python_state[2]],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        numpy_state = state_dict["numpy"]
+        np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                             numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 def _check_data_fits_model(model: VideoGenerator, dataset: Any) -> None:
@@ -103,14 +137,18 @@ def train_model(
         enable_progress_bar=cfg.enable_progress_bar,
         deterministic=cfg.deterministic,
         default_root_dir=str(out_dir),
-        callbacks=[checkpointing, *callbacks],
+        callbacks=[checkpointing, RandomStateCheckpoint(), *callbacks],
         limit_val_batches=0,
         enable_model_summary=False,
         logger=L.pytorch.loggers.CSVLogger(str(out_dir), name="logs"),
     )
     last = checkpoint_dir / "last.ckpt"
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    except FloatingPointError as exc:
+        good = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written yet"
+        raise FloatingPointError(f"{exc} ({good})") from exc
     trainer.save_checkpoint(last)
     loss = trainer.callback_metrics.get("train/loss")
     return TrainResult(

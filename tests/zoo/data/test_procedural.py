@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zoo.data.procedural import bounce, compass_velocity, direction_word, path_phrase, with_article
+
+
+def reference_bounce(position, velocity, extent, num_frames, acceleration):
+    """Frame-by-frame reflection, the obvious way: the closed form must agree with it."""
+    position, velocity = np.array(position, float), np.array(velocity, float)
+    initial_speed = np.linalg.norm(velocity)
+    positions, signs, bounces = [], [], 0
+    for t in range(num_frames):
+        positions.append(position.copy())
+        signs.append(np.sign(velocity).astype(int))
+        if t == num_frames - 1:
+            break
+        step_speed = min(initial_speed + acceleration * t, max(extent, initial_speed))
+        position = position + velocity * step_speed / initial_speed
+        for axis in range(2):
+            if position[axis] < 0:
+                position[axis], velocity[axis], bounces = -position[axis], -velocity[axis], bounces + 1
+            elif position[axis] > extent:
+                position[axis], velocity[axis], bounces = 2 * extent - position[axis], -velocity[axis], bounces + 1
+    return np.array(positions), np.array(signs), bounces
+
+
+@pytest.mark.parametrize("acceleration", [0.0, 0.3])
+def test_closed_form_bounce_matches_frame_by_frame_reflection(acceleration: float) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        extent = rng.uniform(5, 30)
+        start = rng.uniform(0.01, 0.99, size=2) * extent
+        velocity = compass_velocity(int(rng.integers(8)), rng.uniform(0.5, 0.9 * extent))  # no double bounce per step
+        path = bounce(start[None], velocity[None], np.array([extent]), 16, np.array([acceleration]))
+        positions, signs, bounces = reference_bounce(start, velocity, extent, 16, acceleration)
+        np.testing.assert_allclose(path.positions[:, 0], positions, atol=1e-9)
+        np.testing.assert_array_equal(path.signs[:, 0], signs)
+        assert path.bounces[0] == bounces
+        assert (path.positions >= 0).all() and (path.positions <= extent + 1e-9).all()
+
+
+def test_a_single_frame_has_no_motion_to_bounce() -> None:
+    path = bounce(np.array([[3.0, 4.0]]), np.array([[-2.0, 0.0]]), np.array([10.0]), 1)
+    assert path.positions.shape == (1, 1, 2) and path.bounces.tolist() == [0]
+    assert path_phrase(path.signs[:, 0]) == "moving left"
+
+
+def test_path_phrase_names_each_direction_change_once() -> None:
+    signs = np.array([[-1, 0], [-1, 0], [1, 0], [1, 0], [1, -1], [1, -1], [0, 1]])
+    assert path_phrase(signs) == "moving left, then right, then up right, then down"
+
+
+def test_words() -> None:
+    assert [direction_word(*s) for s in [(1, 0), (-1, -1), (0, 1), (1, 1)]] == [
+        "right",
+        "up left",
+        "down",
+        "down right",
+    ]
+    assert (
+        with_article("3") == "a 3"
+        and with_article("8") == "an 8"
+        and with_article("yellow square") == "a yellow square"
+    )
+    np.testing.assert_allclose(np.linalg.norm(compass_velocity(3, 2.5)), 2.5)
