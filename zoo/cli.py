@@ -1,38 +1,192 @@
 """The `zoo` command: the composition root. It parses, loads configs and calls; the work lives elsewhere.
 
 User errors print one line and exit 2; set ZOO_DEBUG=1 for the traceback.
-Overrides are omegaconf dotlists: `model.<key>=...`, `data.<key>=...`, `trainer.<key>=...`.
+Overrides are omegaconf dotlists: `model.<key>=...`, `data.<key>=...`, `trainer.<key>=...`, anywhere after the command.
+Models and datasets defined outside the package are registered by importing their modules first:
+`zoo --plugin my_models train my_model ...` or `ZOO_PLUGINS=my_models,path/to/more.py zoo train ...`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import importlib.util
+import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zoo.config import ConfigError, parse_overrides
+from zoo.config import ConfigError, did_you_mean, parse_overrides
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, KeyError, ValueError, FileNotFoundError, FloatingPointError)
+if TYPE_CHECKING:
+    from zoo.training import TrainerConfig
+
+# What a user can cause: printed as one line (exit 2). Unknown names are KeyErrors, bad videos ValueErrors.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, KeyError, ValueError, FileNotFoundError, FloatingPointError
+)
+PLUGINS_ENV = "ZOO_PLUGINS"
+# Subcommands whose trailing key=value arguments are config overrides.
+TAKES_OVERRIDES = ("train", "bench")
 
 
-def _split_overrides(items: Sequence[str], allowed: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """`["model.lr=1", "trainer.max_steps=5"]` -> {"model": {"lr": 1}, "trainer": {"max_steps": 5}}."""
+def import_plugins(plugins: Sequence[str]) -> list[str]:
+    """Import modules (dotted names, or paths to .py files) so their `@register_model` / `@register_dataset` run.
+
+    Returns the module names imported; a plugin that cannot be imported is a one-line `ConfigError`.
+    """
+    names = []
+    for plugin in (p.strip() for p in plugins):
+        if not plugin:
+            continue
+        try:
+            if plugin.endswith(".py"):
+                path = Path(plugin).expanduser().resolve()
+                name = f"zoo_plugin_{path.stem}"
+                if name not in sys.modules:
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    if spec is None or spec.loader is None or not path.is_file():
+                        raise FileNotFoundError(f"no such file: {path}")
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = module
+                    try:
+                        spec.loader.exec_module(module)
+                    except BaseException:
+                        del sys.modules[name]
+                        raise
+            else:
+                name = importlib.import_module(plugin).__name__
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot import plugin '{plugin}' ({type(exc).__name__}: {exc}); pass an importable module name "
+                f"or a .py path in --plugin / {PLUGINS_ENV}"
+            ) from exc
+        names.append(name)
+    return names
+
+
+class _ConsoleHandler(logging.Handler):
+    """Lightning's progress notes to stdout, its warnings and errors to stderr (looked up at emit time)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr if record.levelno >= logging.WARNING else sys.stdout)
+
+
+def _route_lightning_logs() -> None:
+    # Lightning prints "GPU available ..." notes on stderr; on a command line stderr is for what went wrong.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                logger.removeHandler(handler)
+            logger.addHandler(_ConsoleHandler())
+
+
+def _say(message: str) -> None:
+    """Print once per run: DDP launches this command once per process."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(message, flush=True)
+
+
+def _split_overrides(
+    items: Sequence[str], allowed: Sequence[str], known: dict[str, Sequence[str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """`["model.lr=1", "trainer.max_steps=5"]` -> {"model": {"lr": 1}, "trainer": {"max_steps": 5}}.
+
+    `known` (group -> its keys) lets an override without a group prefix suggest the group it belongs to.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    for item in items:  # one at a time, so an error names the item
+        try:
+            parse_overrides([item])
+        except (OmegaConfBaseException, YAMLError) as exc:  # a value that is not valid YAML
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"cannot parse override '{item}' ({reason}); values are YAML, e.g. k=[1,2] or k='a b'"
+            ) from exc
     parsed = parse_overrides(list(items))
     groups: dict[str, dict[str, Any]] = {name: {} for name in allowed}
     for group, values in parsed.items():
         if group not in groups:
+            owners = [f"{owner}.{group}" for owner, keys in (known or {}).items() if group in keys]
+            hint = f"did you mean {' or '.join(owners)}?" if owners else did_you_mean(group, allowed).strip(" ()")
             raise ConfigError(
-                f"override '{group}...' must start with one of {', '.join(g + '.' for g in allowed)} "
-                f"(e.g. trainer.max_steps=100)"
+                f"override '{group}...' must start with one of {', '.join(g + '.' for g in allowed)}"
+                + (f" ({hint})" if hint else " (e.g. trainer.max_steps=100)")
             )
-        if not isinstance(values, dict) and not hasattr(values, "items"):
+        if not hasattr(values, "items"):
             raise ConfigError(f"override '{group}={values}' needs a key, e.g. {group}.<key>=<value>")
         groups[group] = dict(values)
     return groups
+
+
+def _known_keys(model: str, data: str) -> dict[str, list[str]]:
+    """The keys each override group accepts (a dataset whose config has required values contributes none)."""
+    from zoo.data import dataset_config
+    from zoo.registry import get_entry
+    from zoo.training import TrainerConfig
+
+    known = {"trainer": [f.name for f in dataclasses.fields(TrainerConfig)]}
+    if model != "autoencoder":
+        known["model"] = [f.name for f in dataclasses.fields(get_entry(model).config_cls)]
+    try:
+        known["data"] = [f.name for f in dataclasses.fields(dataset_config(data))]
+    except ConfigError:
+        known["data"] = []
+    return known
+
+
+def _check_config(group: str, build: Callable[[], Any]) -> None:
+    """Build a config to validate it; a missing value's error says how to set it on the command line."""
+    try:
+        build()
+    except ConfigError as exc:
+        if "missing required" not in str(exc):
+            raise
+        raise ConfigError(f"{exc} (on the command line: {group}.<key>=<value>)") from exc
+
+
+@dataclass
+class TrainRequest:
+    """A `zoo train` command line whose names, override keys and value types have all been checked."""
+
+    model: str
+    data: str
+    trainer: TrainerConfig
+    overrides: dict[str, dict[str, Any]]  # "model" / "data" / "trainer" -> {key: value}
+    config_path: str | None = None
+
+
+def train_request(
+    model: str, data: str, overrides: Sequence[str], trainer_preset: str = "default", config_path: str | None = None
+) -> TrainRequest:
+    """Validate a `zoo train` command line before any work: a one-line `ConfigError` (or unknown-name error) if bad."""
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    from zoo.data import dataset_config
+    from zoo.registry import model_config
+    from zoo.training import trainer_config
+
+    try:
+        groups = _split_overrides(overrides, ("model", "data", "trainer"), _known_keys(model, data))
+        trainer = trainer_config(trainer_preset, groups["trainer"])
+        _check_config("data", lambda: dataset_config(data, groups["data"]))
+        if model != "autoencoder":  # the autoencoder's recipe is checked by train_autoencoder
+            _check_config("model", lambda: model_config(model, groups["model"], config_path))
+    except (OmegaConfBaseException, YAMLError) as exc:
+        # zoo.config turns most of these into ConfigError; this catches the rest (e.g. an unparsable value).
+        raise ConfigError(f"cannot use the overrides {list(overrides)}: {exc}".splitlines()[0]) from exc
+    return TrainRequest(model, data, trainer, groups, config_path)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -49,29 +203,34 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import lightning as L
     from omegaconf import OmegaConf
 
     from zoo.registry import create_model
-    from zoo.training import train_model, trainer_config
+    from zoo.training import latest_checkpoint, train_model
 
-    groups = _split_overrides(args.overrides, ("model", "data", "trainer"))
-    trainer_cfg = trainer_config(args.trainer, groups["trainer"])
+    _route_lightning_logs()
+    request = train_request(args.model, args.data, args.overrides, args.trainer, args.config)
+    groups = request.overrides
     out_dir = Path(args.out or f"runs/{args.model}-{args.data}")
     if args.model == "autoencoder":
         from zoo.components.autoencoder import train_autoencoder
 
         report = train_autoencoder(
-            data=args.data, out=out_dir, trainer_cfg=trainer_cfg, overrides=groups["model"],
+            data=args.data, out=out_dir, trainer_cfg=request.trainer, overrides=groups["model"],
             data_overrides=groups["data"],
         )
-        print(f"autoencoder saved to {report['path']} (reconstruction PSNR {report['psnr']:.2f} dB)")
+        _say(f"autoencoder saved to {report['path']} (reconstruction PSNR {report['psnr']:.2f} dB)")
         return
+    L.seed_everything(request.trainer.seed, verbose=False)  # the initial weights depend on the seed only
     model = create_model(args.model, config_path=args.config, overrides=groups["model"])
-    print(f"training {args.model} ({model.num_parameters / 1e6:.2f} M parameters) on {args.data} -> {out_dir}")
-    result = train_model(model, args.data, out_dir, trainer_cfg, data_overrides=groups["data"])
+    resume = latest_checkpoint(out_dir, model)
+    resuming = f", resuming from {resume[0]} (step {resume[1]})" if resume else ""
+    _say(f"training {args.model} ({model.num_parameters / 1e6:.2f} M parameters) on {args.data} -> {out_dir}{resuming}")
+    result = train_model(model, args.data, out_dir, request.trainer, data_overrides=groups["data"])
     OmegaConf.save(OmegaConf.create({"model": args.model, "data": args.data, **groups}), out_dir / "command.yaml")
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
-    print(f"done: {result.steps} steps in {result.seconds:.1f} s, final loss {loss}; checkpoint {result.checkpoint}")
+    _say(f"done: {result.steps} steps in {result.seconds:.1f} s, final loss {loss}; checkpoint {result.checkpoint}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -80,10 +239,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from zoo.registry import load_model
 
     model = load_model(args.checkpoint)
-    if args.prompt is not None:
-        cond = Conditioning(text=[args.prompt] * args.num_videos)
-    else:
-        cond = None
+    cond = Conditioning(text=[args.prompt] * args.num_videos) if args.prompt is not None else None
     started = time.perf_counter()
     videos = model.generate(args.num_videos, args.frames, cond=cond, generator=args.seed)
     seconds = time.perf_counter() - started
@@ -95,6 +251,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from benchmarks.harness import run_recipe
     from benchmarks.leaderboard import print_table
 
+    _route_lightning_logs()
     started = time.perf_counter()
     results = run_recipe(args.recipe, list(args.overrides), force=args.force)
     print_table(Path("leaderboard/results"))
@@ -114,7 +271,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="hybrid-video-zoo: train, sample and benchmark video models")
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="hybrid-video-zoo: train, sample and benchmark video models"
+    )
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE",
+        help=f"import a module (name or .py path) that registers models or datasets; repeatable (also ${PLUGINS_ENV})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list models, datasets and metrics")
@@ -123,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (or the frame autoencoder) with Lightning")
     p.add_argument("model", help="registered model name (`zoo list`), or 'autoencoder'")
     p.add_argument("--data", required=True, help="dataset name, e.g. moving_digits")
-    p.add_argument("--out", help="run folder (default runs/<model>-<data>); re-running resumes from its last checkpoint")
+    p.add_argument(
+        "--out", help="run folder (default runs/<model>-<data>); re-running resumes from its last checkpoint"
+    )
     p.add_argument("--config", help="model YAML to use instead of configs/model/<model>.yaml")
     p.add_argument("--trainer", default="default", help="trainer preset in configs/trainer/ (default, gpu, ddp_cpu)")
     p.add_argument("overrides", nargs="*", help="model.<k>=v data.<k>=v trainer.<k>=v")
@@ -154,9 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; key=value overrides may come anywhere after the subcommand's positionals."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    strays = [item for item in extra if args.command not in TAKES_OVERRIDES or item.startswith("-") or "=" not in item]
+    if strays:
+        parser.error(f"unrecognized arguments: {' '.join(strays)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
+        import_plugins([*os.environ.get(PLUGINS_ENV, "").split(","), *args.plugin])
         args.func(args)
     except USER_ERRORS as exc:
         if os.environ.get("ZOO_DEBUG"):

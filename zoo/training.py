@@ -1,4 +1,9 @@
-"""Training a zoo model with Lightning's Trainer: devices, precision, checkpointing and resume belong to Lightning."""
+"""Training a zoo model with Lightning's Trainer: devices, precision, checkpointing and resume belong to Lightning.
+
+What this module adds: the batch size is the global batch (split over DDP ranks), and a resumed run replays an
+uninterrupted one exactly — Lightning restores weights, optimizer and loop progress, `RandomStateCheckpoint` the RNG
+states of every rank, and the train loader (`zoo.data.resumable`) its position in the epoch.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +19,18 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from zoo.config import ConfigError, build_config, config_dir, load_yaml, parse_overrides
+from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
 from zoo.interface import VideoGenerator
 
 
 @dataclass
 class TrainerConfig:
-    """What `zoo train` passes to `lightning.Trainer` (any key is overridable as `trainer.<key>=...`)."""
+    """What `zoo train` passes to `lightning.Trainer` (any key is overridable as `trainer.<key>=...`).
+
+    batch_size is the GLOBAL batch: each of the devices x num_nodes processes loads batch_size / (devices x num_nodes)
+    clips per step, so the same batch_size gives the same optimisation on 1 CPU or 64 GPUs. strategy: "auto", "ddp",
+    "fsdp", ... (Lightning's names).
+    """
 
     max_steps: int = 200
     batch_size: int = 16
@@ -53,41 +63,73 @@ def trainer_config(
 ) -> TrainerConfig:
     """`configs/trainer/<preset>.yaml` merged with overrides."""
     path = config_dir() / "trainer" / f"{preset}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(
+            f"unknown trainer preset '{preset}'{did_you_mean(preset, presets)}; presets: {', '.join(presets)}"
+        )
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(list(overrides))
     return build_config(TrainerConfig, load_yaml(path), overrides, where=f"trainer preset '{preset}'")
 
 
-class RandomStateCheckpoint(L.Callback):
-    """Saves and restores the torch / numpy / python RNG states with each checkpoint.
+def _rng_state() -> dict[str, Any]:
+    """This process's torch / numpy / python (and CUDA) RNG states, as tensors, ints and lists only."""
+    bit_generator = np.random.get_state()
+    python_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(bit_generator[1].astype(np.int64)), "pos": bit_generator[2],
+                  "has_gauss": bit_generator[3], "cached_gaussian": bit_generator[4]},
+        # Plain ints and lists only: checkpoints load with weights_only=True.
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
-    Lightning restores weights, optimizer and loop progress; with the RNG states (and a resumable data order) a
-    resumed run draws the same noise as an uninterrupted one.
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Seeds every rank at fit start with `seed + rank`, and saves / restores all ranks' RNG states with checkpoints.
+
+    Distinct per-rank seeds keep DDP ranks from drawing the same noise for their shares of a batch; rank 0 draws
+    what a single process draws. Lightning restores weights, optimizer and loop progress; with the RNG states (and
+    the resumable train loader) a resumed run draws the same noise as an uninterrupted one.
     """
 
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rank = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Runs after the processes are launched and before a checkpoint is restored.
+        self.rank = trainer.global_rank
+        L.seed_everything(self.seed + self.rank, workers=True, verbose=False)
+
     def state_dict(self) -> dict[str, Any]:
-        bit_generator = np.random.get_state()
-        python_state = random.getstate()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(bit_generator[1].astype(np.int64)), "pos": bit_generator[2],
-                      "has_gauss": bit_generator[3], "cached_gaussian": bit_generator[4]},
-            # Plain ints and lists only: checkpoints load with weights_only=True.
-            "python": [python_state[0], list(python_state[1]), python_state[2]],
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        # Lightning builds checkpoints on every rank (rank 0 writes), so gathering here reaches all ranks.
+        local = _rng_state()
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return {"ranks": [local]}
+        gathered: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, local)
+        return {"ranks": gathered}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        numpy_state = state_dict["numpy"]
-        np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                             numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-        version, internal, gauss = state_dict["python"]
-        random.setstate((version, tuple(internal), gauss))
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        ranks = state_dict["ranks"]
+        # Resuming on a different number of ranks reuses the saved states round robin (the run is no longer exact).
+        _set_rng_state(ranks[self.rank % len(ranks)])
 
 
 def _check_data_fits_model(model: VideoGenerator, dataset: Any) -> None:
@@ -99,6 +141,58 @@ def _check_data_fits_model(model: VideoGenerator, dataset: Any) -> None:
         )
 
 
+def world_size(trainer: L.Trainer) -> int:
+    """Processes the trainer will run: devices per node x nodes (known before the processes are launched)."""
+    return trainer.num_devices * trainer.num_nodes
+
+
+def per_process_batch_size(global_batch_size: int, processes: int) -> int:
+    """The batch each process loads; the global batch must split evenly."""
+    if global_batch_size % processes:
+        lower = global_batch_size - global_batch_size % processes
+        raise ConfigError(
+            f"trainer.batch_size={global_batch_size} is the global batch and must split evenly over {processes} "
+            f"processes (devices x num_nodes); use {lower or processes} or {lower + processes}"
+        )
+    return global_batch_size // processes
+
+
+def check_resumable(checkpoint: Path, model: VideoGenerator) -> int:
+    """The global step of a checkpoint `model` can resume from; a one-line `ConfigError` if it cannot.
+
+    Reads the file memory-mapped, so checking a large checkpoint costs little.
+    """
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        step = int(ckpt["global_step"])
+        found = {str(key): tuple(tensor.shape) for key, tensor in ckpt["state_dict"].items()}
+        owner = str(ckpt.get("hyper_parameters", {}).get("model_name", "another model"))
+    except Exception as exc:  # a cut or garbled file fails in zipfile, pickle, or as a missing key: all "unusable"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"cannot resume from {checkpoint} ({reason}); delete it to start over, or pass another --out"
+        ) from exc
+    expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+    if found != expected:
+        differing = sorted(set(found) ^ set(expected)) or sorted(k for k in expected if found[k] != expected[k])
+        raise ConfigError(
+            f"{checkpoint} holds weights of '{owner}' that do not fit '{model.model_name}' as configured "
+            f"(first difference: {differing[0]}); pass another --out, or the model overrides that run used"
+        )
+    return step
+
+
+def latest_checkpoint(out_dir: Path, model: VideoGenerator) -> tuple[Path, int] | None:
+    """The checkpoint of a run folder with the highest step, and that step; None in a fresh folder.
+
+    Candidates: `checkpoints/last.ckpt` and the `hpc_ckpt_*.ckpt` Lightning writes when SLURM signals the end of a
+    job. Each is checked with `check_resumable`, so an unusable one is a one-line `ConfigError`.
+    """
+    candidates = [out_dir / "checkpoints" / "last.ckpt", *sorted(out_dir.glob("hpc_ckpt_*.ckpt"))]
+    steps = [(path, check_resumable(path, model)) for path in candidates if path.is_file()]
+    return max(steps, key=lambda found: found[1], default=None)
+
+
 def train_model(
     model: VideoGenerator,
     data: str,
@@ -107,20 +201,16 @@ def train_model(
     data_overrides: Mapping[str, Any] | None = None,
     callbacks: Sequence[L.Callback] = (),
 ) -> TrainResult:
-    """Fit `model` on dataset `data` with Lightning; resumes from `out_dir/checkpoints/last.ckpt` when present.
+    """Fit `model` on dataset `data` with Lightning; resumes from the run folder's latest checkpoint when present.
 
     Clips are cut to the model's training length; the final checkpoint is `out_dir/checkpoints/last.ckpt`.
+    A non-finite loss raises `FloatingPointError` naming the step and the last good checkpoint (which is kept).
     """
     from zoo.data import VideoDataModule
 
     cfg = trainer_cfg or TrainerConfig()
     out_dir = Path(out_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    overrides = {"num_frames": model.clip_length, **(data_overrides or {})}
-    datamodule = VideoDataModule(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers, overrides=overrides,
-                                 seed=cfg.seed)
-    datamodule.setup("fit")
-    _check_data_fits_model(model, datamodule.train_dataset)
     checkpoint_dir = out_dir / "checkpoints"
     checkpointing = ModelCheckpoint(
         dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every_n_steps
@@ -137,19 +227,30 @@ def train_model(
         enable_progress_bar=cfg.enable_progress_bar,
         deterministic=cfg.deterministic,
         default_root_dir=str(out_dir),
-        callbacks=[checkpointing, RandomStateCheckpoint(), *callbacks],
+        callbacks=[checkpointing, RandomStateCheckpoint(cfg.seed), *callbacks],
         limit_val_batches=0,
         enable_model_summary=False,
+        # The train loader shards itself over ranks (zoo.data.resumable), so its order is resumable and matches
+        # a single process with the same global batch.
+        use_distributed_sampler=False,
         logger=L.pytorch.loggers.CSVLogger(str(out_dir), name="logs"),
     )
+    batch_size = per_process_batch_size(cfg.batch_size, world_size(trainer))
+    overrides = {"num_frames": model.clip_length, **(data_overrides or {})}
+    datamodule = VideoDataModule(data, batch_size=batch_size, num_workers=cfg.num_workers, overrides=overrides,
+                                 seed=cfg.seed)
+    datamodule.setup("fit")
+    _check_data_fits_model(model, datamodule.train_dataset)
     last = checkpoint_dir / "last.ckpt"
+    resume = latest_checkpoint(out_dir, model)
     started = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume[0]) if resume else None, weights_only=True)
     except FloatingPointError as exc:
-        good = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written yet"
-        raise FloatingPointError(f"{exc} ({good})") from exc
-    trainer.save_checkpoint(last)
+        good = latest_checkpoint(out_dir, model)
+        where = f"{good[0]}, step {good[1]}" if good else "none was written yet"
+        raise FloatingPointError(f"{exc} ({where})") from exc
+    trainer.save_checkpoint(last, weights_only=False)  # False: the full training state, so a longer run resumes
     loss = trainer.callback_metrics.get("train/loss")
     return TrainResult(
         checkpoint=last,

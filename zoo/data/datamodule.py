@@ -1,4 +1,7 @@
-"""`VideoDataModule`: the LightningDataModule over any registered dataset, with its fixed train/val/test splits."""
+"""`VideoDataModule`: the LightningDataModule over any registered dataset, with its fixed train/val/test splits.
+
+The train loader is resumable (its position is saved in checkpoints) and shards itself over DDP ranks.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.registry import create_dataset, dataset_config
+from zoo.data.resumable import ResumableDataLoader, ShardedShuffleSampler
 
 
 class VideoDataModule(L.LightningDataModule):
     """Batches `{"video": [B, T, C, H, W] in [0, 1], "text": list[str], "label": [B], "labels": {...}, "index": [B]}`.
 
     The splits are fixed by the dataset; `seed` only orders the shuffled train batches (reproducibly).
+    `batch_size` is per process: under DDP every rank loads its share of each global batch of batch_size x ranks.
     """
 
     def __init__(
@@ -52,25 +56,22 @@ class VideoDataModule(L.LightningDataModule):
             setattr(self, f"{split}_dataset", dataset)
         return dataset
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self._dataset(split)
-        # A seeded generator makes the shuffled order a function of `seed` (new order every epoch, same every run).
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
-        )
+    def _loader_options(self) -> dict[str, Any]:
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled train batches: a new order every epoch, the same every run, resumable mid-epoch."""
+        dataset = self._dataset("train")
+        rank, world_size = self._rank_and_world_size()
+        sampler = ShardedShuffleSampler(len(dataset), self.batch_size * world_size, self.seed, rank, world_size)
+        return ResumableDataLoader(dataset, sampler, self.batch_size, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return DataLoader(self._dataset("val"), batch_size=self.batch_size, **self._loader_options())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return DataLoader(self._dataset("test"), batch_size=self.batch_size, **self._loader_options())

@@ -1,0 +1,116 @@
+"""Feature extractors for the metrics, by name: `create_extractor(name)`, `list_extractors()`.
+
+Every extractor is an `nn.Module` with a `num_features` attribute, in eval mode, whose weights come from the
+checksum-verified cache (`benchmarks.weights`) or from files committed in this repository; none is ever built with
+random weights. Video extractors map `[B, T, C, H, W]` in [0, 1] to `[B, d]`; frame extractors (".frames",
+"inception_*") map `[N, C, H, W]` in [0, 1] to `[N, d]`; classifiers map videos to `{label: logits}`.
+
+    i3d_torchscript                  FVD's I3D, StyleGAN-V TorchScript, 400-d logits (canonical)
+    i3d_inception_state_dict         I3D from i3d_pretrained_400.pt (VideoGPT/TATS/cd-fvd), 400-d logits
+    i3d_inception_state_dict.pool    same network, 1024-d pooled features
+    inception_clean                  clean-fid "clean" Inception-v3, 2048-d (frames)
+    inception_torchmetrics           torchmetrics/torch-fidelity Inception-v3, 2048-d (frames; needs torch-fidelity)
+    lpips_alex                       LPIPS v0.1 AlexNet (for tLP)
+    domain_moving_digits             our network for moving_digits (see domain.py), 256-d video features
+    domain_moving_digits.frames      its 128-d frame features (FID-domain)
+    domain_moving_digits.classifier  its label heads (prompt adherence); same three for domain_bouncing_shapes
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from benchmarks.features.domain import (
+    DOMAIN_HEADS,
+    DomainFrameFeatures,
+    DomainVideoFeatures,
+    DomainVideoNet,
+    load_domain_net,
+)
+from benchmarks.features.i3d import I3DFeatures, InceptionI3d, StateDictI3D, TorchScriptI3D, load_i3d_state_dict
+from benchmarks.features.inception import (
+    CleanInceptionFeatures,
+    TorchmetricsInceptionFeatures,
+    load_clean_inception,
+)
+from benchmarks.features.perceptual import load_lpips_alex
+from benchmarks.weights import fetch
+
+
+def _i3d_torchscript(**kwargs: Any) -> nn.Module:
+    return I3DFeatures(TorchScriptI3D(fetch("i3d_torchscript")), **kwargs)
+
+
+def _i3d_state_dict(output: str) -> Callable[..., nn.Module]:
+    def build(**kwargs: Any) -> nn.Module:
+        return I3DFeatures(StateDictI3D(load_i3d_state_dict(fetch("i3d_pretrained_400")), output=output), **kwargs)
+
+    return build
+
+
+_EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
+    "i3d_torchscript": _i3d_torchscript,
+    "i3d_inception_state_dict": _i3d_state_dict("logits"),
+    "i3d_inception_state_dict.pool": _i3d_state_dict("pool"),
+    "inception_clean": lambda: CleanInceptionFeatures(load_clean_inception(fetch("inception-2015-12-05"))),
+    "inception_torchmetrics": lambda: TorchmetricsInceptionFeatures(fetch("pt_inception-2015-12-05")),
+    "lpips_alex": lambda: load_lpips_alex(fetch("alexnet-owt")),
+}
+
+
+for _dataset in DOMAIN_HEADS:
+    _EXTRACTORS[f"domain_{_dataset}"] = lambda dataset=_dataset: DomainVideoFeatures(load_domain_net(dataset))
+    _EXTRACTORS[f"domain_{_dataset}.frames"] = lambda dataset=_dataset: DomainFrameFeatures(load_domain_net(dataset))
+    _EXTRACTORS[f"domain_{_dataset}.classifier"] = lambda dataset=_dataset: load_domain_net(dataset)
+
+
+class UnknownExtractorError(KeyError):
+    """An extractor name that is not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register_extractor(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Make `create_extractor(name)` call `factory(**kwargs)`."""
+    _EXTRACTORS[name] = factory
+
+
+def list_extractors(pattern: str = "*") -> list[str]:
+    """Registered extractor names matching a shell-style pattern, sorted."""
+    return sorted(name for name in _EXTRACTORS if fnmatch.fnmatch(name, pattern))
+
+
+def create_extractor(name: str, **kwargs: Any) -> nn.Module:
+    """Build extractor `name` with verified weights (raises `WeightsUnavailableError` offline without them)."""
+    if name not in _EXTRACTORS:
+        close = difflib.get_close_matches(name, list(_EXTRACTORS), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UnknownExtractorError(f"unknown extractor '{name}'{hint}; known: {', '.join(list_extractors())}")
+    return _EXTRACTORS[name](**kwargs).eval()
+
+
+__all__ = [
+    "CleanInceptionFeatures",
+    "DomainFrameFeatures",
+    "DomainVideoFeatures",
+    "DomainVideoNet",
+    "I3DFeatures",
+    "InceptionI3d",
+    "StateDictI3D",
+    "TorchScriptI3D",
+    "TorchmetricsInceptionFeatures",
+    "UnknownExtractorError",
+    "create_extractor",
+    "list_extractors",
+    "load_clean_inception",
+    "load_domain_net",
+    "load_i3d_state_dict",
+    "load_lpips_alex",
+    "register_extractor",
+]

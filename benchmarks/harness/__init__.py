@@ -1,0 +1,35 @@
+"""The benchmark harness: protocols, recipes, generation to sample folders, scoring, result records.
+
+The only place that joins the zoo and the metrics. `zoo bench <recipe>` -> `run_recipe`; external models are
+scored through the same sample-folder path with `score_samples`.
+"""
+
+from benchmarks.harness.generation import generate_samples
+from benchmarks.harness.protocol import MetricSpec, Protocol, list_protocols, load_protocol, metric_key
+from benchmarks.harness.recipe import Recipe, list_recipes, load_recipe, resolve_models
+from benchmarks.harness.reference import ReferenceSet, load_reference
+from benchmarks.harness.runner import run_recipe
+from benchmarks.harness.samples import SampleManifest, SamplesError, SampleWriter, read_manifest, read_samples
+from benchmarks.harness.scoring import score_samples
+
+__all__ = [
+    "MetricSpec",
+    "Protocol",
+    "Recipe",
+    "ReferenceSet",
+    "SampleManifest",
+    "SampleWriter",
+    "SamplesError",
+    "generate_samples",
+    "list_protocols",
+    "list_recipes",
+    "load_protocol",
+    "load_recipe",
+    "load_reference",
+    "metric_key",
+    "read_manifest",
+    "read_samples",
+    "resolve_models",
+    "run_recipe",
+    "score_samples",
+]

@@ -1,0 +1,288 @@
+"""`zoo bench <recipe>`: train (or load) each model, generate with fixed seeds, score, record cost, write results.
+
+One result file per (model, protocol, seed) under `<results_dir>/<protocol>/<model>.<tag>.seed<k>.json`, beside a
+GIF sample strip. Re-running skips entries whose result exists for the same protocol hash; `force` redoes them
+(training included). Training, checkpoints and sample folders live under `<runs_dir>/<protocol>/<row id>/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmarks.harness.generation import conditioned_on, generate_samples, unsupported_reason
+from benchmarks.harness.protocol import Protocol, load_protocol, metric_key
+from benchmarks.harness.provenance import hardware, peak_memory, provenance, reset_peak_memory, sha256_file
+from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
+from benchmarks.harness.reference import ReferenceSet, dataset_overrides, load_reference
+from benchmarks.harness.samples import SamplesError, iter_sample_batches, read_manifest, to_float
+from benchmarks.harness.scoring import score_samples
+from benchmarks.leaderboard import (
+    ResultError,
+    atomic_write_json,
+    build_leaderboard,
+    load_result,
+    print_table,
+    validate_result,
+)
+from benchmarks.leaderboard.render import wide_console
+from zoo.config import REPO_ROOT, ConfigError
+from zoo.interface import VideoGenerator
+
+
+@dataclass
+class Trained:
+    """A model ready to sample, with what its training cost and the checksum of its weights."""
+
+    model: VideoGenerator
+    checkpoint_sha256: str
+    steps: int | None
+    seconds: float | None
+    training_seed: int | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was requested but no CUDA GPU is visible; use device=cpu")
+    return torch.device(name)
+
+
+def _model_overrides(recipe: Recipe, protocol: Protocol, name: str) -> dict[str, Any]:
+    # The protocol pins the frame shape; the training clip length stays the model's own (a recipe may set it),
+    # since what a model trains on is part of the method being compared. Results record it.
+    pinned = {"image_size": protocol.resolution, "channels": protocol.channels}
+    return {**pinned, **dict(recipe.model_overrides.get(name, {}) or {})}
+
+
+def _check_frames(model: VideoGenerator, protocol: Protocol, source: str) -> None:
+    if model.frame_size != (protocol.channels, protocol.resolution, protocol.resolution):
+        raise ConfigError(
+            f"{source} makes {'x'.join(map(str, model.frame_size))} frames but protocol '{protocol.name}' scores "
+            f"{protocol.channels}x{protocol.resolution}x{protocol.resolution}"
+        )
+
+
+def _repo_path(path: str) -> Path:
+    """A path as given, or relative to the repository root when it does not exist relative to the cwd."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else REPO_ROOT / given
+
+
+def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, device: torch.device) -> Trained:
+    """Load the recipe's checkpoint for `name`, or train it (resuming, or reusing a finished run in `run_dir`)."""
+    from zoo.registry import create_model, load_model
+    from zoo.training import train_model, trainer_config
+
+    if name in recipe.checkpoints:
+        path = Path(recipe.checkpoints[name])
+        model = load_model(path)
+        _check_frames(model, protocol, f"checkpoint {path}")
+        return Trained(model.to(device).eval(), sha256_file(path), None, None, None)
+    trainer_cfg = trainer_config(recipe.trainer_preset, {**recipe.trainer, **dict(recipe.model_trainer.get(name, {}))})
+    checkpoint, summary_path = run_dir / "checkpoints" / "last.ckpt", run_dir / "train.json"
+    if summary_path.is_file() and checkpoint.is_file():
+        summary = json.loads(summary_path.read_text())
+        same_budget = summary.get("trainer") == dataclasses.asdict(trainer_cfg)
+        if same_budget and summary.get("sha256") == sha256_file(checkpoint):
+            model = load_model(checkpoint)
+            _check_frames(model, protocol, f"checkpoint {checkpoint}")
+            return Trained(model.to(device).eval(), summary["sha256"], summary["steps"], summary["seconds"],
+                           trainer_cfg.seed)
+    config_path = recipe.model_configs.get(name)
+    model = create_model(name, config_path=_repo_path(config_path) if config_path else None,
+                         overrides=_model_overrides(recipe, protocol, name))
+    _check_frames(model, protocol, f"model '{name}'")
+    data_overrides = {k: v for k, v in dataset_overrides(protocol, recipe.data_root).items() if k != "num_frames"}
+    result = train_model(model, protocol.dataset.name, run_dir, trainer_cfg, data_overrides)
+    sha256 = sha256_file(result.checkpoint)
+    atomic_write_json(summary_path, {"trainer": dataclasses.asdict(trainer_cfg), "sha256": sha256,
+                                     "steps": result.steps, "seconds": result.seconds})
+    return Trained(model.to(device).eval(), sha256, result.steps, result.seconds, trainer_cfg.seed)
+
+
+def run_settings_sha256(name: str, recipe: Recipe) -> str:
+    """sha256 of what the recipe decides for one model: trainer budget, config file, overrides, checkpoint.
+
+    A result made under other settings (say, more training steps) is not a finished entry of this recipe.
+    """
+    from zoo.training import trainer_config
+
+    trainer = trainer_config(recipe.trainer_preset, {**recipe.trainer, **dict(recipe.model_trainer.get(name, {}))})
+    settings = {"trainer": dataclasses.asdict(trainer), "config": recipe.model_configs.get(name),
+                "overrides": dict(recipe.model_overrides.get(name, {}) or {}),
+                "checkpoint": recipe.checkpoints.get(name), "data_root": recipe.data_root}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_finished(path: Path, protocol: Protocol, settings_sha256: str) -> bool:
+    """A result file that validates and was produced under this exact protocol and these run settings."""
+    try:
+        result = load_result(path)
+    except ResultError:
+        return False
+    return (result["protocol"]["hash"] == protocol.hash
+            and result["provenance"].get("run_settings_sha256") == settings_sha256)
+
+
+def _sample_folder_ready(folder: Path, protocol: Protocol, version: str) -> bool:
+    try:
+        manifest = read_manifest(folder)
+    except SamplesError:
+        return False
+    return manifest.protocol_hash == protocol.hash and manifest.generator_version == version
+
+
+def _write_strip(seed_dir: Path, rollouts: list[int], path: Path, count: int, fps: int) -> str | None:
+    """A GIF of the first `count` videos of the longest rollout made; returns its file name."""
+    if count == 0 or not rollouts:
+        return None
+    from zoo.data import save_video_grid
+
+    folder = seed_dir / f"rollout{max(rollouts)}x"
+    batches, have = [], 0
+    for batch in iter_sample_batches(folder):
+        batches.append(batch[: count - have])
+        have += batches[-1].shape[0]
+        if have >= count:
+            break
+    save_video_grid(path, to_float(torch.cat(batches)), fps=fps)
+    return path.name
+
+
+def _missing_metrics(protocol: Protocol, rollout: int, reason: str) -> dict[str, Any]:
+    return {
+        metric_key(spec.id, rollout): {
+            "value": None, "metric": spec.metric, "variant": spec.id, "rollout": rollout,
+            "higher_is_better": spec.higher_is_better, "num_real": None, "num_fake": 0,
+            "extractor": spec.extractor, "missing_reason": reason,
+        }
+        for spec in protocol.metrics if rollout in spec.rollouts
+    }
+
+
+def run_seed(
+    trained: Trained, name: str, row_id: str, recipe: Recipe, protocol: Protocol, reference: ReferenceSet,
+    seed: int, run_dir: Path, out_path: Path, device: torch.device, progress: Progress, settings_sha256: str,
+) -> Path:
+    """Generate every rollout for one seed, score them, and write the result file (atomically)."""
+    model = trained.model
+    seed_dir = run_dir / "samples" / f"seed{seed}"
+    made, missing, seconds, frames_made = [], {}, None, 0
+    stage_seconds: dict[str, float] = {}
+    reset_peak_memory(device)
+    for rollout in protocol.rollouts:
+        reason = unsupported_reason(model, protocol, rollout)
+        if reason is not None:
+            missing.update(_missing_metrics(protocol, rollout, reason))
+            continue
+        folder = seed_dir / f"rollout{rollout}x"
+        if not _sample_folder_ready(folder, protocol, trained.checkpoint_sha256):
+            task = progress.add_task(f"{row_id} seed {seed}: sampling {rollout}x", total=protocol.num_videos(rollout))
+            generate_samples(model, protocol, reference, folder, seed, rollout, row_id, trained.checkpoint_sha256,
+                             on_batch=lambda n, task=task: progress.advance(task, n))
+            progress.remove_task(task)
+        made.append(rollout)
+        manifest = read_manifest(folder)
+        stage_seconds[f"sampling_{rollout}x"] = round(manifest.sampling_seconds or 0.0, 2)
+        if rollout == 1:
+            seconds, frames_made = manifest.sampling_seconds, manifest.num_videos * manifest.num_frames
+    scores = {"metrics": {}, "curves": {}}
+    if made:
+        task = progress.add_task(f"{row_id} seed {seed}: scoring", total=None)
+        started = time.perf_counter()
+        scores = score_samples(seed_dir, protocol, reference, device=device)
+        stage_seconds["scoring"] = round(time.perf_counter() - started, 2)
+        progress.remove_task(task)
+    metrics = {key: (scores["metrics"].get(key) or missing[key]) for key in protocol.metric_keys()}
+    memory, memory_kind = peak_memory(device)
+    strip = _write_strip(seed_dir, made, out_path.with_suffix(".gif"), recipe.strip_videos, protocol.fps)
+    result = {
+        "schema_version": 1,
+        "id": row_id,
+        "recipe": recipe.name,
+        "seed": seed,
+        "model": {
+            "name": name, "tag": recipe.row_tag,
+            "source": "zoo" if type(model).__module__.startswith("zoo.models.") else "external",
+            "strategy": model.strategy, "config": dataclasses.asdict(model.config),
+            "supported_conditions": sorted(model.supported_conditions),
+            "conditioned_on": conditioned_on(model, protocol),
+            "clip_length": model.clip_length, "can_extend": model.can_extend,
+        },
+        "protocol": {"name": protocol.name, "version": protocol.version, "hash": protocol.hash,
+                     "primary_metric": protocol.primary_metric, "reference_sha256": reference.sha256,
+                     "spec": protocol.to_dict()},
+        "metrics": metrics,
+        "curves": scores["curves"],
+        "cost": {
+            "num_parameters": model.num_parameters, "train_steps": trained.steps, "train_seconds": trained.seconds,
+            "sampling_seconds_per_frame": seconds / frames_made if seconds and frames_made else None,
+            "sampling_batch_size": protocol.batch_size, "peak_memory_mb": round(memory, 1),
+            "peak_memory_kind": memory_kind, "hardware": hardware(device), "stage_seconds": stage_seconds,
+        },
+        "provenance": {**provenance(protocol.hash, trained.checkpoint_sha256, seed, trained.training_seed),
+                       "run_settings_sha256": settings_sha256},
+        "samples": {"strip": strip, "num_videos": min(recipe.strip_videos, protocol.num_videos(max(made))) if strip else 0,
+                    "fps": protocol.fps},
+    }
+    validate_result(result)
+    return atomic_write_json(out_path, result)
+
+
+def run_recipe(
+    recipe: str | Path, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
+    console: Console | None = None,
+) -> list[Path]:
+    """Run a recipe (a name in `recipes/` or a path) end to end; returns the result files (skipped ones too).
+
+    Prints progress, then the leaderboard table and the wall time; renders the leaderboard when the recipe says so.
+    """
+    console = console or wide_console()
+    started = time.perf_counter()
+    loaded = load_recipe(recipe, overrides)
+    protocol = load_protocol(loaded.protocol, loaded.protocol_overrides)
+    device = resolve_device(loaded.device)
+    names = resolve_models(loaded)
+    results_root = Path(loaded.results_dir)
+    console.print(f"[bold]zoo bench {loaded.name}[/bold]: protocol {protocol.name} v{protocol.version} "
+                  f"({protocol.hash[:10]}), {len(names)} model(s), seeds {protocol.seeds}, device {device}")
+    reference = load_reference(protocol, loaded.data_root)
+    paths: list[Path] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    for index, name in enumerate(names, start=1):
+        row_id = f"{name}.{loaded.row_tag}"
+        targets = {seed: results_root / protocol.name / f"{row_id}.seed{seed}.json" for seed in protocol.seeds}
+        paths.extend(targets.values())
+        settings = run_settings_sha256(name, loaded)
+        pending = [seed for seed, path in targets.items() if force or not is_finished(path, protocol, settings)]
+        if not pending:
+            console.print(f"[{index}/{len(names)}] {row_id}: finished results exist, skipped (--force redoes)")
+            continue
+        run_dir = Path(loaded.runs_dir) / protocol.name / row_id
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        console.print(f"[{index}/{len(names)}] {row_id}: training / loading")
+        model_started = time.perf_counter()
+        trained = prepare_model(name, loaded, protocol, run_dir, device)
+        with Progress(*columns, console=console, transient=True) as progress:
+            for seed in pending:
+                run_seed(trained, name, row_id, loaded, protocol, reference, seed, run_dir, targets[seed], device,
+                         progress, settings)
+        console.print(f"[{index}/{len(names)}] {row_id}: done in {time.perf_counter() - model_started:.0f}s")
+    if loaded.leaderboard_dir:
+        build_leaderboard(results_root, loaded.leaderboard_dir)
+    print_table(results_root, console)
+    console.print(f"zoo bench {loaded.name} took {time.perf_counter() - started:.1f}s")
+    return paths

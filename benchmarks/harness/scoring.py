@@ -1,0 +1,344 @@
+"""Scoring a sample folder against a protocol: `score_samples(samples_dir, protocol) -> dict`.
+
+Separate from generation, so videos from any model (written in the sample-folder layout) are scored on exactly
+the same path. Metrics are `benchmarks.metrics` torchmetrics objects built from the protocol's metric specs;
+the real-set statistics of each distribution metric are computed once per protocol and cached by hash.
+A metric that cannot be computed is recorded as missing with its reason, never as 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
+from benchmarks.harness.reference import ReferenceSet, load_reference
+from benchmarks.harness.samples import (
+    MANIFEST,
+    SampleManifest,
+    SamplesError,
+    iter_sample_batches,
+    read_manifest,
+    to_float,
+)
+
+# How a metric consumes videos, read from its `update` signature.
+DISTRIBUTION, GENERATED_ONLY, LABELLED, PAIRED = "distribution", "generated_only", "labelled", "paired"
+
+
+@dataclass
+class PreparedMetric:
+    spec: MetricSpec
+    metric: Metric | None
+    kind: str
+    missing_reason: str | None = None
+    extractor_sha256: str | None = None
+
+
+def metric_kind(metric: Metric) -> str:
+    """How `update` takes its inputs: `(videos, real=)` distribution, `(videos, labels)` labelled (prompt
+    adherence), `(videos, reference)` paired with the real clip each video was conditioned on, else `(videos)`."""
+    names = list(inspect.signature(metric.update).parameters)
+    if "real" in names:
+        return DISTRIBUTION
+    if "labels" in names:
+        return LABELLED
+    if len(names) >= 2:
+        return PAIRED
+    return GENERATED_ONLY
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's weights: every state-dict tensor's name, dtype, shape and bytes, in name order.
+
+    Independent of the file format the weights came in, so a protocol can pin it for any extractor.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class ExtractorCache:
+    """Feature extractors built once per scoring session, shared by the metrics that name them, and their
+    weights' sha256 (checked against the protocol's pin)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._built: dict[str, tuple[torch.nn.Module, str]] = {}
+
+    @staticmethod
+    def build(name: str) -> torch.nn.Module:
+        from benchmarks.features import create_extractor
+
+        return create_extractor(name)
+
+    def get(self, spec: MetricSpec) -> tuple[torch.nn.Module, str]:
+        """The extractor of `spec` and its weights' sha256; refuses weights other than the pinned ones."""
+        name = spec.extractor
+        if name not in self._built:
+            module = self.build(name)
+            self._built[name] = (module.to(self.device).eval(), weights_sha256(module))
+        extractor, sha256 = self._built[name]
+        if spec.extractor_sha256 is not None and sha256 != spec.extractor_sha256:
+            raise ValueError(
+                f"extractor '{name}' weights have sha256 {sha256[:12]}… but the protocol pins "
+                f"{spec.extractor_sha256[:12]}…; use the pinned weights or a new protocol version"
+            )
+        return extractor, sha256
+
+
+def _spec_digest(spec: MetricSpec) -> str:
+    # The real-set statistics depend on the metric, its extractor and kwargs, not on the rollouts it is used at.
+    pinned = {k: v for k, v in asdict(spec).items() if k not in ("rollouts", "clip", "higher_is_better")}
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _state_snapshot(metric: Metric) -> dict[str, Any]:
+    def detach(value: Any) -> Any:
+        return [v.detach().cpu().clone() for v in value] if isinstance(value, list) else value.detach().cpu().clone()
+
+    return {name: detach(getattr(metric, name)) for name in metric._defaults}
+
+
+def _restore_state(metric: Metric, state: dict[str, Any]) -> None:
+    # Copies: the metric updates its states in place, and the cached snapshot must stay the real-only state.
+    device = metric.device
+    for name, value in state.items():
+        copy = [v.to(device, copy=True) for v in value] if isinstance(value, list) else value.to(device, copy=True)
+        setattr(metric, name, copy)
+
+
+_REAL_STATES: dict[Path, dict[str, Any]] = {}
+
+
+def _load_real_state(metric: Metric, spec: MetricSpec, protocol: Protocol, reference: ReferenceSet,
+                     rollout: int, extractor_sha256: str | None) -> None:
+    """Feed the real set once per protocol and extractor weights; later runs restore the cached statistics."""
+    window = "1x" if spec.clip == "first" else f"{spec.clip}-{rollout}x"
+    weights = (extractor_sha256 or "none")[:12]
+    path = reference.cache_dir / f"real-{spec.id}-{_spec_digest(spec)}-{weights}-{window}.pt"
+    state = _REAL_STATES.get(path)
+    if state is None and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if state is None:
+        for batch in reference.batches():
+            metric.update(to_float(reference_window(batch, spec, protocol, rollout)).to(metric.device), real=True)
+        state = _state_snapshot(metric)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+    else:
+        _restore_state(metric, state)
+    _REAL_STATES[path] = state
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+
+
+def prepare_metric(
+    spec: MetricSpec, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache, rollout: int
+) -> PreparedMetric:
+    """Build one metric (with real statistics loaded for distribution metrics), or say why it cannot be."""
+    from benchmarks.metrics import create_metric
+
+    try:
+        kwargs, sha256 = dict(spec.kwargs), None
+        if spec.extractor is not None:
+            kwargs[spec.extractor_arg], sha256 = extractors.get(spec)
+        metric = create_metric(spec.metric, **kwargs).to(extractors.device)
+        kind = metric_kind(metric)
+        if kind == DISTRIBUTION:
+            _load_real_state(metric, spec, protocol, reference, rollout, sha256)
+        return PreparedMetric(spec, metric, kind, extractor_sha256=sha256)
+    except Exception as exc:  # missing weights, a broken extractor: the run goes on, the metric shows as missing
+        warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {_first_line(exc)}", stacklevel=2)
+        return PreparedMetric(spec, None, "", _first_line(exc))
+
+
+def clip_window(videos: Tensor, spec: MetricSpec, frames: int) -> Tensor:
+    """The part of a rollout a metric sees: the first/last `frames` frames, or all of them."""
+    if spec.clip == "all" or videos.shape[1] <= frames:
+        return videos
+    return videos[:, :frames] if spec.clip == "first" else videos[:, -frames:]
+
+
+def reference_window(real: Tensor, spec: MetricSpec, protocol: Protocol, rollout: int) -> Tensor:
+    """Real clips cut like the generated ones: the rollout's length, then the metric's window."""
+    return clip_window(real[:, : protocol.num_frames(rollout)], spec, protocol.frames)
+
+
+def _labels_for(metric: Metric, reference: ReferenceSet, indices: list[int]) -> dict[str, Tensor]:
+    """The prompted labels of videos `indices`, restricted to the heads the metric's classifier has.
+
+    Set-valued dataset labels (class indices padded with -1, e.g. the digits of a two-digit clip) become the
+    multi-hot targets of a multi-label head, whose class count the classifier declares in `config.heads`.
+    """
+    index = torch.as_tensor(indices, dtype=torch.long)
+    heads = set(getattr(metric, "label_names", ()))
+    classes = dict(getattr(getattr(getattr(metric, "classifier", None), "config", None), "heads", {}) or {})
+    available = {"label": reference.label, **reference.labels}
+    labels = {}
+    for name, values in available.items():
+        if name not in heads:
+            continue
+        values = values[index]
+        if values.ndim == 2 and not values.is_floating_point() and name in classes:
+            hot = torch.zeros(values.shape[0], classes[name] + 1)
+            hot.scatter_(1, torch.where(values >= 0, values, classes[name]).long(), 1.0)
+            values = hot[:, : classes[name]]
+        labels[name] = values
+    if not labels:
+        raise ValueError(f"the classifier predicts {sorted(heads)} but the dataset labels are {sorted(available)}")
+    return labels
+
+
+def _number(value: Tensor | float | int) -> float | int:
+    if isinstance(value, Tensor):
+        value = value.item()
+    return int(value) if isinstance(value, int) else float(value)
+
+
+def _entry(prepared: PreparedMetric, rollout: int, num_fake: int, num_real: int | None) -> dict[str, Any]:
+    spec = prepared.spec
+    return {"value": None, "metric": spec.metric, "variant": spec.id, "rollout": rollout,
+            "higher_is_better": spec.higher_is_better, "num_real": num_real, "num_fake": num_fake,
+            "extractor": spec.extractor, "extractor_sha256": prepared.extractor_sha256}
+
+
+def _finish(
+    prepared: PreparedMetric, manifest: SampleManifest, protocol: Protocol, reference: ReferenceSet
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Compute one metric into a result entry (and a curve when the metric returns one)."""
+    num_real = len(reference) if prepared.kind == DISTRIBUTION else None
+    entry = _entry(prepared, manifest.rollout, manifest.num_videos, num_real)
+    if prepared.metric is None:
+        entry["missing_reason"] = prepared.missing_reason or "metric unavailable"
+        return entry, None
+    try:
+        output = prepared.metric.compute()
+    except Exception as exc:
+        entry["missing_reason"] = _first_line(exc)
+        return entry, None
+    output = output if isinstance(output, dict) else {"value": output}
+    value = torch.as_tensor(output["value"]).double().flatten().cpu()
+    details = {k: _number(v) for k, v in output.items()
+               if k != "value" and k not in ("num_real", "num_fake") and torch.as_tensor(v).numel() == 1}
+    for count in ("num_real", "num_fake"):
+        if count in output and torch.as_tensor(output[count]).numel() == 1:
+            entry[count] = int(torch.as_tensor(output[count]).item())
+    curve = None
+    if value.numel() > 1:
+        finite = [float(v) for v in value if math.isfinite(float(v))]
+        frames = manifest.num_frames if prepared.spec.clip == "all" else protocol.frames
+        width = frames / value.numel()
+        curve = {"x": [round((i + 0.5) * width - 0.5, 3) for i in range(value.numel())],
+                 "y": [float(v) if math.isfinite(float(v)) else None for v in value],
+                 "x_label": "frame", "metric": prepared.spec.metric,
+                 "higher_is_better": prepared.spec.higher_is_better}
+        details["summary"] = "mean over the curve"
+        scalar = sum(finite) / len(finite) if finite else math.nan
+    else:
+        scalar = float(value.item())
+    if math.isfinite(scalar):
+        entry["value"] = scalar
+    else:
+        entry["missing_reason"] = f"{prepared.spec.metric} returned a non-finite value"
+    if details:
+        entry["details"] = details
+    return entry, curve
+
+
+def _score_folder(
+    folder: Path, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    manifest = read_manifest(folder)
+    if manifest.protocol_hash != protocol.hash:
+        raise SamplesError(
+            f"{folder} was generated for protocol {manifest.protocol} ({manifest.protocol_hash[:10]}…), not "
+            f"{protocol.name} ({protocol.hash[:10]}…); regenerate it or score it with its own protocol"
+        )
+    rollout = manifest.rollout
+    specs = [spec for spec in protocol.metrics if rollout in spec.rollouts]
+    prepared = [prepare_metric(spec, protocol, reference, extractors, rollout) for spec in specs]
+    for item in prepared:
+        if item.kind == LABELLED and manifest.conditioned_on != "text":
+            item.metric, item.missing_reason = None, "the generator was not prompted (no text conditioning)"
+    active = [item for item in prepared if item.metric is not None]
+    start = 0
+    for batch in iter_sample_batches(folder, manifest):
+        videos = to_float(batch).to(extractors.device)
+        indices = manifest.reference_index[start:start + batch.shape[0]]
+        start += batch.shape[0]
+        for item in active:
+            window = clip_window(videos, item.spec, protocol.frames)
+            try:
+                if item.kind == DISTRIBUTION:
+                    item.metric.update(window, real=False)
+                elif item.kind == LABELLED:
+                    item.metric.update(window, _labels_for(item.metric, reference, indices))
+                elif item.kind == PAIRED:
+                    paired = reference_window(reference.clips(indices), item.spec, protocol, rollout)
+                    item.metric.update(window, to_float(paired).to(extractors.device))
+                else:
+                    item.metric.update(window)
+            except Exception as exc:
+                item.metric, item.missing_reason = None, _first_line(exc)
+        active = [item for item in active if item.metric is not None]
+    metrics, curves = {}, {}
+    for item in prepared:
+        entry, curve = _finish(item, manifest, protocol, reference)
+        key = metric_key(item.spec.id, manifest.rollout)
+        metrics[key] = entry
+        if curve is not None:
+            curves[key] = curve
+    return metrics, curves
+
+
+def sample_folders(samples_dir: str | Path) -> list[Path]:
+    """The sample folders under `samples_dir`: itself if it has a manifest, else its sub-folders that do."""
+    samples_dir = Path(samples_dir)
+    if (samples_dir / MANIFEST).is_file():
+        return [samples_dir]
+    folders = sorted(p.parent for p in samples_dir.glob(f"*/{MANIFEST}"))
+    if not folders:
+        raise SamplesError(f"no {MANIFEST} in {samples_dir} or its sub-folders; it holds no finished samples")
+    return folders
+
+
+def score_samples(
+    samples_dir: str | Path,
+    protocol: Protocol,
+    reference: ReferenceSet | None = None,
+    data_root: str | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Score a sample folder (one rollout, or a folder of rollout sub-folders) against `protocol`.
+
+    Returns `{"metrics": {key: entry}, "curves": {key: curve}, "reference_sha256": str}` in the result-file format;
+    metrics the folders do not cover (e.g. a rollout the generator could not make) are simply absent.
+    """
+    reference = reference or load_reference(protocol, data_root)
+    extractors = ExtractorCache(torch.device(device))
+    metrics: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for folder in sample_folders(samples_dir):
+        folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors)
+        metrics.update(folder_metrics)
+        curves.update(folder_curves)
+    ordered = {key: metrics[key] for key in protocol.metric_keys() if key in metrics}
+    return {"metrics": ordered, "curves": curves, "reference_sha256": reference.sha256}

@@ -1,0 +1,98 @@
+"""The leaderboard: validate result files, group like with like, render README/CSV/HTML, accept submissions.
+
+`zoo leaderboard build` -> `build_leaderboard`, `zoo leaderboard submit <result.json>` -> `submit_result`;
+`zoo bench` ends with `print_table`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from benchmarks.leaderboard.html import render_html
+from benchmarks.leaderboard.render import print_boards, render_csv, render_markdown
+from benchmarks.leaderboard.results import (
+    Board,
+    Excluded,
+    LoadedResult,
+    ResultError,
+    group_results,
+    load_result,
+    load_results,
+    result_filename,
+    result_schema,
+    validate_result,
+)
+
+__all__ = [
+    "Board",
+    "Excluded",
+    "LoadedResult",
+    "ResultError",
+    "atomic_write_json",
+    "build_leaderboard",
+    "group_results",
+    "load_boards",
+    "load_result",
+    "load_results",
+    "print_table",
+    "result_filename",
+    "result_schema",
+    "submit_result",
+    "validate_result",
+]
+
+
+def load_boards(results_dir: str | Path = "leaderboard/results") -> tuple[list[Board], list[Excluded]]:
+    """Valid results grouped into boards, plus the files left out and why."""
+    results, excluded = load_results(results_dir)
+    boards = group_results(results, excluded)
+    return boards, excluded
+
+
+def build_leaderboard(results_dir: str | Path = "leaderboard/results", out_dir: str | Path = "leaderboard") -> dict[
+    str, Path
+]:
+    """Render `README.md`, `leaderboard.csv` and `index.html` into `out_dir`; returns their paths by kind."""
+    out_dir = Path(out_dir)
+    boards, excluded = load_boards(results_dir)
+    return {
+        "markdown": atomic_write_text(out_dir / "README.md", render_markdown(boards, excluded, out_dir)),
+        "csv": atomic_write_text(out_dir / "leaderboard.csv", render_csv(boards)),
+        "html": atomic_write_text(out_dir / "index.html", render_html(boards, excluded, out_dir)),
+    }
+
+
+def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/results") -> Path:
+    """Validate an external result and copy it (and its sample strip, if beside it) into `results_dir`.
+
+    Refuses an invalid file, and a file that would overwrite a different result for the same (id, seed).
+    """
+    path = Path(path)
+    data = load_result(path)
+    destination = Path(results_dir) / result_filename(data)
+    if destination.is_file() and json.loads(destination.read_text()) != data:
+        raise ResultError(
+            f"{destination} already holds a different result for {data['id']} seed {data['seed']}; "
+            "give the model a new tag or delete the old file first"
+        )
+    strip = data.get("samples", {}).get("strip")
+    if strip:
+        if Path(strip).name != strip:
+            raise ResultError(f"samples.strip must be a file name beside the result, got '{strip}'")
+        source_strip = path.parent / strip
+        if not source_strip.is_file():
+            raise ResultError(f"the result names sample strip {strip} but {source_strip} does not exist")
+        atomic_write_bytes(destination.parent / strip, source_strip.read_bytes())
+    if destination.resolve() != path.resolve():
+        atomic_write_json(destination, data)
+    return destination
+
+
+def print_table(results_dir: str | Path = "leaderboard/results", console: Console | None = None) -> None:
+    """Print the leaderboard tables to the terminal (rich)."""
+    boards, excluded = load_boards(results_dir)
+    print_boards(boards, excluded, console)

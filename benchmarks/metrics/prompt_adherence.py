@@ -1,0 +1,93 @@
+"""Prompt adherence on datasets with known labels: does a classifier recognise in the video what was prompted?"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks.metrics.base import VideoMetric
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _multi_hot(indices: Tensor, num_classes: int) -> Tensor:
+    """Sets of class indices `[B, M]` padded with -1 -> bool `[B, num_classes]`."""
+    hot = torch.zeros(indices.shape[0], num_classes + 1, dtype=torch.bool, device=indices.device)
+    hot.scatter_(1, torch.where(indices >= 0, indices, num_classes), True)
+    return hot[:, :num_classes]
+
+
+class PromptAdherence(VideoMetric):
+    """Fraction of generated videos whose classifier predictions match every prompted label.
+
+    `classifier` maps videos `[B, T, C, H, W]` in [0, 1] to a dict of logits `{label_name: [B, K]}`; its
+    `label_names` attribute (or `label_names=`) lists the heads. `update(videos, labels)` takes the prompted labels
+    per head as one of
+    - `[B]` class indices (-1 = not prompted): right when the argmax matches;
+    - `[B, M]` integer sets of class indices padded with -1 (all -1 = not prompted), or `[B, K]` bool/float
+      multi-hot: right when the set of classes with logit > 0 is exactly the prompted set.
+    Heads missing from `labels` are ignored.
+    `compute()` gives `value`, `num_videos` and `accuracy/<label_name>` per head.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, classifier: nn.Module, label_names: Sequence[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classifier = classifier.eval().requires_grad_(False)
+        names = label_names if label_names is not None else getattr(classifier, "label_names", None)
+        if not names:
+            raise ValueError("the classifier has no `label_names`; pass label_names= to PromptAdherence")
+        self.label_names = tuple(names)
+        self.add_state("num_matched", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("num_videos", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("head_correct", torch.zeros(len(self.label_names), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("head_prompted", torch.zeros(len(self.label_names), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, videos: Tensor, labels: Mapping[str, Tensor]) -> None:
+        """Add generated videos and the labels they were prompted with."""
+        videos = self.check_videos(videos, "fake")
+        unknown = [name for name in labels if name not in self.label_names]
+        if unknown:
+            raise ValueError(
+                f"unknown label '{unknown[0]}'{_did_you_mean(unknown[0], self.label_names)}; "
+                f"the classifier predicts {list(self.label_names)}"
+            )
+        with torch.no_grad():
+            logits = self.classifier(videos)
+        matched = torch.ones(videos.shape[0], dtype=torch.bool, device=videos.device)
+        for name, target in labels.items():
+            head = self.label_names.index(name)
+            target = target.to(videos.device)
+            if target.shape[0] != videos.shape[0]:
+                raise ValueError(f"label '{name}' has {target.shape[0]} entries for {videos.shape[0]} videos")
+            if target.ndim == 1:
+                prompted = target >= 0
+                correct = logits[name].argmax(dim=-1) == target
+            else:
+                if target.dtype == torch.bool or target.is_floating_point():
+                    prompted, wanted = torch.ones_like(matched), target.bool()
+                else:
+                    prompted, wanted = (target >= 0).any(dim=1), _multi_hot(target, logits[name].shape[-1])
+                correct = ((logits[name] > 0) == wanted).all(dim=-1)
+            matched &= correct | ~prompted
+            self.head_correct[head] += int((correct & prompted).sum())
+            self.head_prompted[head] += int(prompted.sum())
+        self.num_matched += int(matched.sum())
+        self.num_videos += videos.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        if int(self.num_videos) == 0:
+            raise ValueError("PromptAdherence has no videos; call update() first")
+        result = {"value": self.num_matched.double() / self.num_videos, "num_videos": self.num_videos.clone()}
+        for head, name in enumerate(self.label_names):
+            if int(self.head_prompted[head]) > 0:
+                result[f"accuracy/{name}"] = self.head_correct[head].double() / self.head_prompted[head]
+        return result

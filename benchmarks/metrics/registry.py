@@ -1,0 +1,71 @@
+"""`create_metric(name, **kwargs)` and `list_metrics()`: the metrics by name, for configs and the CLI."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchmetrics import Metric
+
+from benchmarks.metrics.frechet import FrechetInceptionDistance, FrechetVideoDistance
+from benchmarks.metrics.kernel import KernelInceptionDistance, KernelVideoDistance
+from benchmarks.metrics.over_time import FIDOverTime, SlidingWindowFVD
+from benchmarks.metrics.prompt_adherence import PromptAdherence
+from benchmarks.metrics.temporal import Flicker, MotionMagnitude, WarpingError
+from benchmarks.metrics.temporal_reference import TemporalLPIPS, TemporalOF
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """A metric class and the extractor names its module arguments default to (resolved by `create_extractor`)."""
+
+    cls: type[Metric]
+    default_modules: dict[str, str] = field(default_factory=dict)
+
+
+_METRICS: dict[str, MetricEntry] = {
+    "fvd": MetricEntry(FrechetVideoDistance, {"extractor": "i3d_torchscript"}),
+    "kvd": MetricEntry(KernelVideoDistance, {"extractor": "i3d_torchscript"}),
+    "fid": MetricEntry(FrechetInceptionDistance, {"extractor": "inception_clean"}),
+    "kid": MetricEntry(KernelInceptionDistance, {"extractor": "inception_clean"}),
+    "fid_over_time": MetricEntry(FIDOverTime, {"extractor": "inception_clean"}),
+    "fvd_sliding_window": MetricEntry(SlidingWindowFVD, {"extractor": "i3d_torchscript"}),
+    "warping_error": MetricEntry(WarpingError),
+    "flicker": MetricEntry(Flicker),
+    "motion_magnitude": MetricEntry(MotionMagnitude),
+    "tof": MetricEntry(TemporalOF),
+    "tlp": MetricEntry(TemporalLPIPS, {"lpips_net": "lpips_alex"}),
+    "prompt_adherence": MetricEntry(PromptAdherence),
+}
+
+
+class UnknownMetricError(KeyError):
+    """A metric name that is not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def list_metrics(pattern: str = "*") -> list[str]:
+    """Registered metric names matching a shell-style pattern, sorted."""
+    return sorted(name for name in _METRICS if fnmatch.fnmatch(name, pattern))
+
+
+def create_metric(name: str, **kwargs: Any) -> Metric:
+    """Build metric `name`. Module arguments (`extractor`, `lpips_net`, `classifier`) may be given as modules or as
+    `benchmarks.features` extractor names; left out, they default to the canonical extractor (e.g. FVD: I3D).
+    """
+    if name not in _METRICS:
+        close = difflib.get_close_matches(name, list(_METRICS), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UnknownMetricError(f"unknown metric '{name}'{hint}; known metrics: {', '.join(list_metrics())}")
+    entry = _METRICS[name]
+    for argument in ("extractor", "lpips_net", "classifier"):
+        value = kwargs.get(argument, entry.default_modules.get(argument))
+        if isinstance(value, str):
+            from benchmarks.features import create_extractor
+
+            kwargs[argument] = create_extractor(value)
+    return entry.cls(**kwargs)

@@ -1,0 +1,169 @@
+"""Result schema, like-with-like grouping, aggregation over seeds, rendering and submission."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import jsonschema
+import pytest
+from rich.console import Console
+
+from benchmarks.leaderboard import (
+    ResultError,
+    build_leaderboard,
+    load_boards,
+    print_table,
+    result_schema,
+    submit_result,
+    validate_result,
+)
+
+
+def test_schema_is_a_valid_json_schema_and_accepts_a_good_result(make_result):
+    jsonschema.Draft202012Validator.check_schema(result_schema())
+    validate_result(make_result())
+
+
+def _without(path: str):
+    def change(result):
+        *parents, last = path.split(".")
+        target = result
+        for part in parents:
+            target = target[part]
+        del target[last]
+
+    return change
+
+
+def _set(path: str, value):
+    def change(result):
+        *parents, last = path.split(".")
+        target = result
+        for part in parents:
+            target = target[part]
+        target[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_without("provenance"), "'provenance' is a required property"),
+        (_without("provenance.git_commit"), "'git_commit' is a required property"),
+        (_without("provenance.checkpoint_sha256"), "'checkpoint_sha256' is a required property"),
+        (_set("provenance.checkpoint_sha256", "abc"), "provenance/checkpoint_sha256"),
+        (_set("metrics.fvd_domain@1x.value", "12.0"), "metrics/fvd_domain@1x/value"),
+        (_without("metrics.fvd_domain@2x.value"), "'value' is a required property"),
+        (_set("metrics.prompt_adherence@1x", {"value": None, "metric": "p", "variant": "p", "rollout": 1,
+                                              "higher_is_better": True}), "'missing_reason' is a required property"),
+        (_set("metrics", {}), "metrics"),
+        (_set("id", "beta.toy_micro"), "id 'beta.toy_micro' must be"),
+        (_set("provenance.protocol_hash", "f" * 64), "mixes two protocols"),
+        (_set("seed", 3), "seed 3 is not among"),
+        (_set("protocol.primary_metric", "fid@1x"), "primary metric 'fid@1x'"),
+        (_set("cost.hardware", {}), "cost/hardware"),
+        (_set("schema_version", 2), "schema_version"),
+    ],
+)
+def test_bad_results_are_rejected_with_a_one_line_reason(change, message, make_result):
+    result = make_result()
+    change(result)
+    with pytest.raises(ResultError) as info:
+        validate_result(result)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_like_with_like_grouping_aggregation_and_sorting(results_dir):
+    boards, excluded = load_boards(results_dir)
+    # The changed protocol hash gets its own table; the file without provenance lands in none.
+    assert len(boards) == 2
+    assert len({board.protocol_hash for board in boards}) == 2
+    assert [e.path.name for e in excluded] == ["delta.toy_micro.seed0.json"]
+    assert "provenance" in excluded[0].reason
+    main = next(board for board in boards if len(board.rows) == 3)
+    other = next(board for board in boards if len(board.rows) == 1)
+    assert other.rows[0].metrics["fvd_domain@1x"].mean == 1.0
+    # Sorted best-first on the primary metric (lower FVD is better); a missing primary value sorts last.
+    assert [row.id for row in main.rows] == ["beta.toy_micro", "alpha.toy_micro", "gamma.toy_micro"]
+    alpha = main.rows[1]
+    assert alpha.seeds == [0, 1]
+    assert alpha.metrics["fvd_domain@1x"].mean == pytest.approx(11.0)
+    assert alpha.metrics["fvd_domain@1x"].std == pytest.approx(math.sqrt(2.0))
+    assert alpha.metrics["fvd_domain@1x"].num_seeds == 2
+    gamma = main.rows[2]
+    assert gamma.metrics["fvd_domain@1x"].mean is None
+    assert gamma.metrics["fvd_domain@1x"].missing_reason == "could not be computed"
+    assert main.best("fvd_domain@1x") == 5.0 and main.best("prompt_adherence@1x") == 0.9
+    assert alpha.curve("fid_over_time@2x") == ([0.0, 1.0, 2.0], [1.25, 2.25, 3.25])
+
+
+def test_a_later_run_of_the_same_seed_supersedes_the_earlier(tmp_path, make_result, write_result):
+    root = tmp_path / "results"
+    write_result(root, make_result("alpha", fvd=10.0, created="2025-01-01T00:00:00+00:00"), name="a.json")
+    write_result(root, make_result("alpha", fvd=8.0, created="2025-02-01T00:00:00+00:00"), name="b.json")
+    boards, excluded = load_boards(root)
+    assert boards[0].rows[0].metrics["fvd_domain@1x"].mean == 8.0
+    assert [e.path.name for e in excluded] == ["a.json"] and "superseded" in excluded[0].reason
+
+
+def test_rendered_markdown_and_csv(results_dir, tmp_path):
+    out = tmp_path / "board"
+    files = build_leaderboard(results_dir, out)
+    assert set(files) == {"markdown", "csv", "html"} and all(p.is_file() for p in files.values())
+    markdown = files["markdown"].read_text()
+    assert markdown.count("\n## toy v1") == 2  # one table per protocol hash
+    beta_line = next(line for line in markdown.splitlines() if "`beta.toy_micro`" in line)
+    assert "**5**" in beta_line  # best FVD marked
+    gamma_line = next(line for line in markdown.splitlines() if "`gamma.toy_micro`" in line)
+    assert "missing" in gamma_line and "**0.9**" in gamma_line
+    alpha_line = next(line for line in markdown.splitlines() if "`alpha.toy_micro`" in line and "± 1.4" in line)
+    assert "11 ± 1.4" in alpha_line
+    assert "delta.toy_micro.seed0.json" in markdown.split("## Excluded result files")[1]
+    rows = list(csv.DictReader(io.StringIO(files["csv"].read_text())))
+    assert len(rows) == 4
+    by_id = {(r["id"], r["protocol_hash"][:8]): r for r in rows}
+    main_hash = next(r["protocol_hash"][:8] for r in rows if r["id"] == "beta.toy_micro")
+    assert float(by_id[("alpha.toy_micro", main_hash)]["fvd_domain@1x"]) == pytest.approx(11.0)
+    assert by_id[("gamma.toy_micro", main_hash)]["fvd_domain@1x"] == ""  # missing is empty, never 0
+    assert by_id[("beta.toy_micro", main_hash)]["rank"] == "1"
+
+
+def test_submit_validates_copies_and_refuses_conflicts(tmp_path, make_result):
+    results = tmp_path / "results"
+    outside = tmp_path / "cluster"
+    outside.mkdir()
+    good = make_result("ext", tag="gpu_run", fvd=4.0)
+    good["samples"] = {"strip": "ext.gif", "num_videos": 2, "fps": 8}
+    (outside / "ext.gif").write_bytes(b"GIF89a")
+    source = outside / "ext.json"
+    source.write_text(json.dumps(good))
+    destination = submit_result(source, results)
+    assert destination == results / "toy" / "ext.gpu_run.seed0.json"
+    assert json.loads(destination.read_text()) == good and (destination.parent / "ext.gif").read_bytes() == b"GIF89a"
+    assert submit_result(source, results) == destination  # the same file again is a no-op
+    changed = dict(good, metrics={**good["metrics"], "fvd_domain@1x": {**good["metrics"]["fvd_domain@1x"],
+                                                                         "value": 1.0}})
+    source.write_text(json.dumps(changed))
+    with pytest.raises(ResultError, match="already holds a different result"):
+        submit_result(source, results)
+    bad = make_result("ext2")
+    del bad["provenance"]["command"]
+    source.write_text(json.dumps(bad))
+    with pytest.raises(ResultError, match="'command' is a required property"):
+        submit_result(source, results)
+    source.write_text("{not json")
+    with pytest.raises(ResultError, match="not valid JSON"):
+        submit_result(source, results)
+
+
+def test_print_table_shows_every_protocol_and_the_excluded_files(results_dir):
+    console = Console(record=True, width=250)
+    print_table(results_dir, console)
+    text = console.export_text()
+    assert text.count("toy v1") == 2
+    assert "beta.toy_micro" in text and "missing" in text and "11 ± 1.4" in text
+    assert "excluded" in text and "delta.toy_micro.seed0.json" in text

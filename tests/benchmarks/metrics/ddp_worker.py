@@ -1,0 +1,23 @@
+"""One rank of the DDP metric test: `python ddp_worker.py RANK WORLD_SIZE PORT OUTPUT` (gloo, CPU, loopback)."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.distributed as dist
+from metric_helpers import sharded_metric_results
+
+
+def main(rank: int, world_size: int, port: int, output: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        results = sharded_metric_results(rank, world_size)
+        if rank == 0:
+            torch.save(results, output)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -1,0 +1,188 @@
+"""LatentVideoDenoiser (shapes, per-frame levels, causal time, conditioning) and DiffusionHead (learns a toy task)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo.components.denoiser import DenoiserConfig, DiffusionHead, LatentVideoDenoiser
+from zoo.components.sampling import DiffusionConfig, DiffusionProcess
+from zoo.config import ConfigError
+
+B, T, C, S = 2, 5, 4, 8  # batch, frames, latent channels, latent size
+TEXT_DIM, FRAME_DIM = 16, 8
+
+
+def _tiny(**overrides) -> DenoiserConfig:
+    fields = dict(latent_channels=C, latent_size=S, patch_size=2, concat_channels=C + 1, text_dim=TEXT_DIM,
+                  frame_cond_dim=FRAME_DIM, dim=32, depth=2, num_heads=2)
+    return DenoiserConfig(**{**fields, **overrides})
+
+
+@pytest.fixture()
+def denoiser() -> LatentVideoDenoiser:
+    """A tiny denoiser whose output layer is randomised, so outputs depend on the inputs (zero-init hides that)."""
+    torch.manual_seed(0)
+    model = LatentVideoDenoiser(_tiny()).eval()
+    torch.nn.init.normal_(model.proj_out.weight, std=0.2)
+    return model
+
+
+@pytest.fixture()
+def inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "x_t": torch.randn(B, T, C, S, S, generator=g),
+        "timesteps": torch.randint(0, 1000, (B, T), generator=g),
+        "concat": torch.randn(B, T, C + 1, S, S, generator=g),
+        "text_emb": torch.randn(B, 3, TEXT_DIM, generator=g),
+        "text_mask": torch.tensor([[True, True, False], [True, False, False]]),
+        "frame_cond": torch.randn(B, T, FRAME_DIM, generator=g),
+    }
+
+
+def test_output_shape_and_zero_initialised_output():
+    model = LatentVideoDenoiser(_tiny())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, T, C, S, S, generator=g)
+    out = model(x, torch.full((B, T), 500), text_emb=torch.randn(B, 3, TEXT_DIM, generator=g))
+    assert out.shape == x.shape
+    assert torch.equal(out, torch.zeros_like(out)), "an untrained denoiser predicts exactly 0 (stable start)"
+
+
+def test_every_parameter_gets_a_gradient(denoiser, inputs):
+    denoiser(**inputs).square().mean().backward()
+    missing = [name for name, p in denoiser.named_parameters() if p.grad is None]
+    assert not missing, f"parameters outside the graph: {missing}"
+
+
+@torch.no_grad()
+def test_per_frame_timesteps(denoiser, inputs):
+    per_video = torch.tensor([100, 800])
+    uniform = denoiser(**{**inputs, "timesteps": per_video})
+    torch.testing.assert_close(uniform, denoiser(**{**inputs, "timesteps": per_video[:, None].expand(B, T)}))
+    # Changing only frame 2's noise level changes frame 2's output most: its own AdaLN reads it directly.
+    levels = per_video[:, None].repeat(1, T)
+    levels[:, 2] = 999
+    changed = (denoiser(**{**inputs, "timesteps": levels}) - uniform).abs().flatten(2).mean(-1)
+    assert (changed[:, 2] > 0).all()
+    assert (changed[:, 2] > 2 * changed[:, [0, 1, 3, 4]].max(dim=1).values).all()
+
+
+@torch.no_grad()
+def test_causal_time_hides_future_frames(denoiser, inputs):
+    future = dict(inputs)
+    for key in ("x_t", "concat", "frame_cond"):
+        future[key] = inputs[key].clone()
+        future[key][:, 3:] = torch.randn_like(future[key][:, 3:])
+    causal, causal_future = denoiser(**inputs, causal_time=True), denoiser(**future, causal_time=True)
+    torch.testing.assert_close(causal[:, :3], causal_future[:, :3], atol=1e-6, rtol=0)
+    assert not torch.allclose(causal[:, 3:], causal_future[:, 3:])
+    full, full_future = denoiser(**inputs), denoiser(**future)
+    assert (full[:, :3] - full_future[:, :3]).abs().max() > 1e-3, "without causal_time the past sees the future"
+
+
+@torch.no_grad()
+def test_conditioning_inputs_are_used(denoiser, inputs):
+    reference = denoiser(**inputs)
+    for key in ("concat", "text_emb", "frame_cond"):
+        altered = {**inputs, key: inputs[key] + 1.0}
+        assert not torch.allclose(denoiser(**altered), reference), f"{key} has no effect"
+    # concat=None means "nothing known": the same as zeros.
+    torch.testing.assert_close(
+        denoiser(**{**inputs, "concat": None}), denoiser(**{**inputs, "concat": torch.zeros_like(inputs["concat"])})
+    )
+
+
+@torch.no_grad()
+def test_text_mask_and_per_frame_prompts(denoiser, inputs):
+    reference = denoiser(**inputs)
+    padded = inputs["text_emb"].clone()
+    padded[0, 2] = 100.0  # a masked-out token may hold anything
+    padded[1, 1:] = -100.0
+    torch.testing.assert_close(denoiser(**{**inputs, "text_emb": padded}), reference, atol=1e-5, rtol=0)
+    per_frame = {
+        **inputs,
+        "text_emb": inputs["text_emb"][:, None].expand(B, T, -1, -1),
+        "text_mask": inputs["text_mask"][:, None].expand(B, T, -1),
+    }
+    torch.testing.assert_close(denoiser(**per_frame), reference, atol=1e-6, rtol=0)
+    # A different prompt on the last frame only changes that frame the most.
+    per_frame["text_emb"] = per_frame["text_emb"].clone()
+    per_frame["text_emb"][:, -1] = torch.randn(B, 3, TEXT_DIM)
+    changed = (denoiser(**per_frame) - reference).abs().flatten(2).mean(-1)
+    assert (changed[:, -1] > changed[:, :-1].max(dim=1).values).all()
+
+
+def test_text_denoiser_requires_text_and_bad_sizes_are_config_errors(inputs):
+    model = LatentVideoDenoiser(_tiny())
+    with pytest.raises(ValueError, match="pass text_emb"):
+        model(inputs["x_t"], inputs["timesteps"])
+    with pytest.raises(ConfigError, match="divisible by 2 \\* num_heads"):
+        _tiny(dim=30, num_heads=4)
+    with pytest.raises(ConfigError, match="patch_size"):
+        _tiny(patch_size=3)
+
+
+def test_tiny_denoiser_fits_a_batch_quickly():
+    torch.manual_seed(0)
+    model = LatentVideoDenoiser(_tiny(text_dim=0, frame_cond_dim=0, concat_channels=0))
+    process = DiffusionProcess(DiffusionConfig(prediction_type="epsilon", beta_schedule="scaled_linear"))
+    g = torch.Generator().manual_seed(0)
+    # Structured data: a per-video constant image repeated over time, so the task is learnable in a few steps.
+    x0 = torch.randn(4, 1, C, S, S, generator=g).expand(4, T, C, S, S).contiguous()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        t = process.sample_timesteps((4,), g)
+        loss = process.training_loss(model, x0, t, g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+# ---- DiffusionHead --------------------------------------------------------------------------------------------
+CENTERS = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 0.0, 1.0], [0.0, 1.0, -1.0]])
+
+
+def _toy_batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = torch.randint(0, 3, (n,), generator=g)
+    x0 = CENTERS[labels] + 0.1 * torch.randn(n, 3, generator=g)
+    return x0, torch.nn.functional.one_hot(labels, 3).float()
+
+
+def test_diffusion_head_starts_at_zero_and_its_loss_is_seeded():
+    head = DiffusionHead(token_dim=3, cond_dim=3, width=32, depth=2)
+    x0, z = _toy_batch(8, torch.Generator().manual_seed(0))
+    assert torch.equal(head(x0, torch.full((8,), 10), z), torch.zeros(8, 3))
+    a = head.loss(x0, z, torch.Generator().manual_seed(4))
+    b = head.loss(x0, z, torch.Generator().manual_seed(4))
+    assert a.item() == b.item() and a.ndim == 0
+
+
+def test_diffusion_head_learns_a_conditional_distribution():
+    torch.manual_seed(0)
+    head = DiffusionHead(
+        token_dim=3, cond_dim=3, width=64, depth=2, diffusion=DiffusionConfig(sampler="dpmpp", num_sampling_steps=20)
+    )
+    steps = 400
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x0, z = _toy_batch(256, g)
+        loss = head.loss(x0, z, g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        decay.step()
+    head.eval()
+    z = torch.eye(3).repeat_interleave(200, dim=0)
+    samples = head.sample(z, torch.Generator().manual_seed(1)).view(3, 200, 3)
+    # Each condition's samples sit on its own centre with about the data's spread, not on the others'.
+    torch.testing.assert_close(samples.mean(dim=1), CENTERS, atol=0.06, rtol=0)
+    spread = samples.std(dim=1)  # the data's is 0.1
+    assert (spread > 0.04).all() and (spread < 0.16).all()
+    assert head.sample(z[:4], torch.Generator().manual_seed(1), steps=5).shape == (4, 3)

@@ -1,0 +1,157 @@
+"""interleaved_latent: KV-cached == uncached generation, context noise augmentation, prompt switches, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from zoo.data import create_dataset
+from zoo.interface import Conditioning
+from zoo.registry import create_model
+
+# Small enough for unit tests; the YAML defaults are used by the learning test.
+TINY = [
+    "latent_ar.transformer.dim=64",
+    "latent_ar.transformer.depth=2",
+    "latent_ar.head_width=64",
+    "latent_ar.head_depth=2",
+    "latent_ar.diffusion.num_sampling_steps=4",
+]
+
+
+def _wake_zero_init(module: nn.Module) -> None:
+    # Zero-initialised output layers make an untrained head ignore its AR vectors; random ones make them matter.
+    generator = torch.Generator().manual_seed(1)
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear) and not layer.weight.any():
+            layer.weight.data.normal_(0.0, 0.05, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    model = create_model("interleaved_latent", overrides=TINY)
+    _wake_zero_init(model.latent_ar)
+    return model.eval()
+
+
+def _count_tokens(model) -> list[int]:
+    """Records the number of input positions of every transformer call."""
+    seen: list[int] = []
+    model.latent_ar.transformer.register_forward_hook(lambda m, args, kwargs, out: seen.append(args[0].shape[1]),
+                                                      with_kwargs=True)
+    return seen
+
+
+def test_kv_cached_generation_equals_uncached(model):
+    # Context, a prompt switch and a rollout past clip_length exercise cache appends, re-prefixing and window slides.
+    frames = 12
+    cond = Conditioning(
+        context=torch.rand(1, 2, *model.frame_size, generator=torch.Generator().manual_seed(3)),
+        script=[("a 3 moving left", 5), ("a 7 moving down", frames - 5)],
+    )
+    model.config.use_kv_cache = True
+    try:
+        seen_cached = _count_tokens(model)
+        cached = model.generate(1, frames, cond, generator=4)
+        model.latent_ar.transformer._forward_hooks.clear()
+        model.config.use_kv_cache = False
+        seen_uncached = _count_tokens(model)
+        uncached = model.generate(1, frames, cond, generator=4)
+    finally:
+        model.latent_ar.transformer._forward_hooks.clear()
+        model.config.use_kv_cache = True
+    torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=0)
+    assert len(seen_cached) == len(seen_uncached) == frames - 2  # one transformer call per generated frame
+    assert sum(seen_cached) < sum(seen_uncached) / 2, "the cache must spare re-reading the window"
+
+    # Cache re-fills (calls longer than one frame block): the first generated frame 2, the prompt switch at frame 5,
+    # and frame 8, where the window of clip_length - 1 = 7 frames is full and restarts from the last 4.
+    tokens_per_frame = model.latent_ar.tokens_per_frame
+    refills = [2 + i for i, length in enumerate(seen_cached) if length != tokens_per_frame]
+    assert refills == [2, 5, 8]
+    keep = model.config.rollout_keep_frames
+    assert (1 + keep) * tokens_per_frame < seen_cached[8 - 2] < (2 + keep) * tokens_per_frame  # prefix+start+kept
+
+    # The AR vectors matter (the head is woken up): another prompt gives another video.
+    other = Conditioning(context=cond.context, script=[("a 1 moving up", frames)])
+    assert not torch.allclose(model.generate(1, frames, other, generator=4), cached)
+
+
+def test_context_noise_augmentation_only_in_training_at_configured_levels(model):
+    ar = model.latent_ar
+    config = ar.config
+    latents = torch.zeros(64, 6, *ar.latent_shape)
+    ar.train()
+    try:
+        noised, levels = ar.augment_context(latents, torch.Generator().manual_seed(0))
+    finally:
+        ar.eval()
+    assert levels.min() >= 0 and levels.max() <= config.context_noise_train
+    assert levels.std() > 0.25 * config.context_noise_train / 3**0.5  # random levels spread over [0, max]
+    measured = noised.flatten(2).std(dim=2)
+    torch.testing.assert_close(measured, levels, atol=0.03, rtol=0.1)
+
+    noised, levels = ar.augment_context(latents, torch.Generator().manual_seed(0))
+    assert torch.all(levels == config.context_noise_inference)
+    torch.testing.assert_close(noised.std(), torch.tensor(config.context_noise_inference), atol=2e-3, rtol=0)
+
+
+def test_training_noises_inputs_and_sampling_uses_the_fixed_level(model):
+    ar = model.latent_ar
+    levels_seen: list[torch.Tensor] = []
+    original = ar._frame_blocks
+
+    def spy(inputs, levels, codes):
+        levels_seen.append(levels.detach().clone())
+        return original(inputs, levels, codes)
+
+    ar._frame_blocks = spy
+    batch = {"video": torch.rand(2, model.clip_length, *model.frame_size), "text": ["a 3 moving left"] * 2}
+    try:
+        model.train()
+        model.compute_loss(batch)
+        train_levels = torch.cat([lv.flatten() for lv in levels_seen])
+        levels_seen.clear()
+        model.eval()
+        model.generate(1, 3, Conditioning(text=["a 3 moving left"]), generator=0)
+    finally:
+        del ar._frame_blocks
+        model.eval()
+    assert train_levels.numel() == 2 * (model.clip_length - 1)  # every AR input frame gets a level
+    assert 0 < train_levels.max() <= ar.config.context_noise_train and train_levels.unique().numel() > 1
+    sample_levels = torch.cat([lv.flatten() for lv in levels_seen])
+    assert sample_levels.numel() > 0 and torch.all(sample_levels == ar.config.context_noise_inference)
+
+
+def _held_out_loss(model, batch, seeds=(11, 12, 13)) -> float:
+    # The loss draws timesteps, noise, levels and dropout from the global RNG: fix them to compare like with like.
+    with torch.no_grad():
+        losses = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            losses.append(float(model.compute_loss(batch)["loss"]))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.slow
+def test_interleaved_latent_learns_moving_digits():
+    torch.manual_seed(0)
+    model = create_model("interleaved_latent").train()
+    clips = {"num_frames": model.clip_length}
+    train = DataLoader(create_dataset("moving_digits", "train", clips), batch_size=8, shuffle=True,
+                       generator=torch.Generator().manual_seed(0))
+    held_out = next(iter(DataLoader(create_dataset("moving_digits", "val", clips), batch_size=16)))
+    before = _held_out_loss(model, held_out)
+    optimizer = model.configure_optimizers()
+    for step, batch in enumerate(train):
+        if step == 60:
+            break
+        loss = model.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = _held_out_loss(model, held_out)
+    assert after < 0.5 * before, f"loss went from {before:.3f} to {after:.3f}"

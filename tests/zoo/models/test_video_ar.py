@@ -1,0 +1,126 @@
+"""video_ar: cached == uncached sampling, context and scripts, config checks, and learning on moving_digits."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from zoo.interface import Conditioning
+from zoo.registry import create_model, model_config
+from zoo.training import TrainerConfig, train_model
+
+TINY = {
+    "clip_length": 3,
+    "text_dim": 16,
+    "ar": {"dim": 32, "depth": 1, "heads": 2, "max_positions": 512},
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("video_ar", overrides=TINY).eval()
+
+
+def test_defaults_are_tiny_and_registered():
+    config = model_config("video_ar")
+    assert config.autoencoder == "moving_digits_vq" and config.ar.dim <= 128 and config.clip_length == 8
+    model = create_model("video_ar")
+    assert model.strategy == "pure_ar" and model.supported_conditions == {"text", "context", "script"}
+    assert model.metadata()["tokens_per_frame"] == 64 and model.metadata()["use_kv_cache"] is True
+
+
+def test_initial_loss_is_uniform_over_codes(model):
+    video = torch.rand(2, 3, 1, 32, 32)
+    loss = model.compute_loss({"video": video, "text": ["a 3 moving left", "a 1"]})
+    assert abs(loss.item() - math.log(model.autoencoder.codebook_size)) < 0.5
+    loss.backward()
+    assert model.transformer.token_head.weight.grad is not None
+    assert all(p.grad is None for p in model.autoencoder.parameters()), "the autoencoder is frozen"
+    model.zero_grad()
+
+
+@pytest.mark.parametrize(
+    "cond",
+    [
+        Conditioning(text=["a 3 moving left", "a 7 moving up"]),
+        Conditioning(script=[("a 1 moving up", 2), ("a 7 moving down", 2)]),
+    ],
+    ids=["text", "script"],
+)
+def test_kv_cache_gives_the_same_samples(model, cond):
+    """With guidance and a rollout past the clip length (the view slides and the cache is re-filled)."""
+    model.config.guidance_scale = 2.0
+    try:
+        model.config.use_kv_cache = True
+        cached = model.generate(2, 4, cond=cond, generator=3)
+        model.config.use_kv_cache = False
+        uncached = model.generate(2, 4, cond=cond, generator=3)
+    finally:
+        model.config.use_kv_cache, model.config.guidance_scale = True, 1.0
+    assert torch.equal(cached, uncached)
+
+
+def test_context_frames_are_kept_and_condition_the_rest(model):
+    context = torch.rand(2, 2, 1, 32, 32)
+    videos = model.generate(2, 3, cond=Conditioning(context=context), generator=0)
+    assert torch.equal(videos[:, :2], context)
+    other = model.generate(2, 3, cond=Conditioning(context=torch.rand(2, 2, 1, 32, 32)), generator=0)
+    assert not torch.equal(videos[:, 2:], other[:, 2:])
+
+
+def test_script_re_prefixes_at_segment_boundaries(monkeypatch):
+    """(An untrained model barely listens to its prefix, so the prompts it is given are checked, not its pixels.)"""
+    torch.manual_seed(0)
+    model = create_model("video_ar", overrides=TINY).eval()
+    script = [("a 1 moving up", 2), ("a 7 moving down", 2)]
+    first = model.generate(1, 2, cond=Conditioning(text=["a 1 moving up"]), generator=5)
+    prefixes = []
+    encode = model._prefix
+    monkeypatch.setattr(model, "_prefix", lambda prompts: prefixes.append(prompts) or encode(prompts))
+    scripted = model.generate(1, 4, cond=Conditioning(script=script), generator=5)
+    # Frames 0-1 under the first prompt (one cache fill, clip_length 3 means the view slides at frame 3), then
+    # the second prompt from frame 2 on: a fill at the boundary and one when the view slides.
+    assert prefixes == [["a 1 moving up"], ["a 7 moving down"], ["a 7 moving down"]]
+    assert torch.equal(scripted[:, :2], first), "the first segment is written under its own prompt"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"autoencoder": "moving_digits_kl"}, "needs a vq one"),
+        ({"channels": 3}, "set channels/image_size"),
+        ({"temperature": 0.0}, "temperature > 0"),
+        ({"clip_length": 1}, "clip_length must be >= 2"),
+        ({"ar": {"max_positions": 100}}, "raise it"),
+    ],
+)
+def test_config_errors(overrides, message):
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        create_model("video_ar", overrides={**TINY, **overrides})
+
+
+class _LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+@pytest.mark.slow
+def test_loss_halves_on_moving_digits(tmp_path):
+    """The TINY defaults learn: the next-token loss on moving_digits halves within a CPU minute or so."""
+    torch.manual_seed(0)
+    model = create_model("video_ar")
+    recorder = _LossRecorder()
+    train_model(model, "moving_digits", tmp_path,
+                TrainerConfig(max_steps=40, batch_size=8, enable_progress_bar=False, accelerator="cpu"),
+                callbacks=[recorder])
+    first, last = sum(recorder.losses[:3]) / 3, sum(recorder.losses[-3:]) / 3
+    assert last < 0.5 * first, f"loss went from {first:.3f} to {last:.3f}"

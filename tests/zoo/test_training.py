@@ -1,0 +1,182 @@
+"""Training reliability: resumable data order, exact resume (in process and after SIGKILL), global batch under DDP."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from zoo.cli import import_plugins
+from zoo.config import ConfigError
+from zoo.data.resumable import ResumableDataLoader, ShardedShuffleSampler
+from zoo.registry import create_model
+from zoo.training import TrainerConfig, latest_checkpoint, per_process_batch_size, train_model
+
+plugin = sys.modules[import_plugins([str(Path(__file__).with_name("plugin_models.py"))])[0]]
+
+# 24 clips in batches of 4: an epoch is 6 steps, so the runs below resume mid-epoch and cross epoch boundaries.
+TINY_DATA = {"train_size": 24}
+
+
+def epoch_batches(loader: ResumableDataLoader) -> list[list[int]]:
+    return [batch.tolist() for batch in loader]
+
+
+def index_loader(num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> ResumableDataLoader:
+    """A loader over the dataset [0, num_samples): its batches are the sample indices."""
+    sampler = ShardedShuffleSampler(num_samples, batch_size * world_size, seed=3, rank=rank, world_size=world_size)
+    return ResumableDataLoader(list(range(num_samples)), sampler, batch_size)
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ranks_together_load_the_single_process_batches(world_size: int) -> None:
+    single = index_loader(22, 8)
+    ranks = [index_loader(22, 8 // world_size, rank, world_size) for rank in range(world_size)]
+    for _ in range(2):  # two epochs, each a fresh permutation
+        expected = epoch_batches(single)
+        shards = [epoch_batches(loader) for loader in ranks]
+        assert len(expected) == 2  # 22 clips: the partial third global batch is dropped
+        for step, batch in enumerate(expected):
+            assert sorted(sum((shard[step] for shard in shards), [])) == sorted(batch)
+    assert epoch_batches(index_loader(22, 8)) != epoch_batches(single)  # epoch 2 differs from epoch 0
+
+
+def test_loader_resumes_mid_epoch_on_any_number_of_ranks() -> None:
+    uninterrupted = index_loader(24, 4)
+    batches = epoch_batches(uninterrupted) + epoch_batches(uninterrupted)
+    interrupted = index_loader(24, 4)
+    seen = epoch_batches(interrupted)
+    epoch_1 = iter(interrupted)
+    seen += [next(epoch_1).tolist() for _ in range(2)]  # stops in epoch 1, after 2 batches
+    state = interrupted.state_dict()
+    assert state == {"epoch": 1, "samples_consumed": 8}
+    resumed = index_loader(24, 4)
+    resumed.load_state_dict(state)
+    assert seen + epoch_batches(resumed) == batches
+    # The same global batch on two ranks continues with the same samples.
+    halves = [index_loader(24, 2, rank, 2) for rank in range(2)]
+    for loader in halves:
+        loader.load_state_dict(state)
+    shards = [epoch_batches(loader) for loader in halves]
+    assert [sorted(a + b) for a, b in zip(*shards, strict=True)] == [sorted(batch) for batch in batches[8:]]
+
+
+def test_iterating_leaves_the_global_rng_alone() -> None:
+    before = torch.get_rng_state()
+    epoch_batches(index_loader(10, 4))
+    assert torch.equal(torch.get_rng_state(), before)  # model noise must not depend on when loaders start
+
+
+def test_global_batch_must_split_evenly() -> None:
+    assert per_process_batch_size(16, 4) == 4
+    with pytest.raises(ConfigError, match=r"batch_size=10 is the global batch .* 4 processes .* use 8 or 12"):
+        per_process_batch_size(10, 4)
+
+
+def test_resume_picks_the_latest_checkpoint_including_slurm_ones(tmp_path: Path) -> None:
+    model = create_model("tiny_denoiser")
+    assert latest_checkpoint(tmp_path, model) is None
+    (tmp_path / "checkpoints").mkdir()
+    for path, step in [("checkpoints/last.ckpt", 20), ("hpc_ckpt_1.ckpt", 10), ("hpc_ckpt_2.ckpt", 30)]:
+        torch.save({"state_dict": model.state_dict(), "global_step": step}, tmp_path / path)
+    assert latest_checkpoint(tmp_path, model) == (tmp_path / "hpc_ckpt_2.ckpt", 30)  # written when SLURM signalled
+    (tmp_path / "hpc_ckpt_2.ckpt").write_bytes(b"cut")
+    with pytest.raises(ConfigError, match=r"cannot resume from .*hpc_ckpt_2\.ckpt .*delete it to start over"):
+        latest_checkpoint(tmp_path, model)
+
+
+def train(out: Path, max_steps: int, **trainer: object) -> dict[str, torch.Tensor]:
+    """Train tiny_denoiser (noisy, so RNG state matters) as `zoo train` does; the final weights."""
+    L.seed_everything(0, verbose=False)
+    model = create_model("tiny_denoiser")
+    config = TrainerConfig(max_steps=max_steps, batch_size=4, checkpoint_every_n_steps=5, enable_progress_bar=False,
+                           **trainer)
+    train_model(model, "moving_digits", out, config, data_overrides=TINY_DATA)
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    reference = train(tmp_path / "reference", 10)
+    train(tmp_path / "resumed", 4)  # stops mid-epoch
+    checkpoint = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "samples_consumed": 16}]
+    resumed = train(tmp_path / "resumed", 10)  # the same call again continues to step 10, across an epoch end
+    initial = create_model("tiny_denoiser").state_dict()
+    assert any(not torch.allclose(reference[name], initial[name], atol=1e-3) for name in reference)  # it trained
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    """train/loss per step from every CSV log of a run (a restart logs into a new version folder)."""
+    losses = {}
+    for path in sorted(run.glob("logs/version_*/metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            if row.get("train/loss"):
+                losses[int(row["step"])] = float(row["train/loss"])
+    return losses
+
+
+@pytest.mark.slow
+def test_sigkilled_run_restarted_with_same_command_equals_uninterrupted_run(tmp_path: Path) -> None:
+    """`zoo train` SIGKILLed mid-epoch, between checkpoints, then re-run verbatim: same weights, same losses."""
+    command = ["train", "tiny_denoiser", "--data", "moving_digits", "--out", "run", "trainer.max_steps=16",
+               "trainer.batch_size=4", "trainer.checkpoint_every_n_steps=5", "trainer.log_every_n_steps=1",
+               "trainer.enable_progress_bar=false", "data.train_size=24"]
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "crashed").mkdir()
+    reference = plugin.run_zoo(command, cwd=tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    killed = plugin.run_zoo(command, cwd=tmp_path / "crashed", env={plugin.KILL_AT_STEP_ENV: "13"})
+    assert killed.returncode == -9  # SIGKILL at the start of step 13: the last checkpoint is step 10 (epoch 1)
+    last = tmp_path / "crashed/run/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 10
+    restarted = plugin.run_zoo(command, cwd=tmp_path / "crashed")
+    assert restarted.returncode == 0, restarted.stderr
+    assert f"resuming from {Path('run/checkpoints/last.ckpt')} (step 10)" in restarted.stdout
+    assert "done: 16 steps" in restarted.stdout
+    expected = torch.load(tmp_path / "reference/run/checkpoints/last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], value), name
+    reference_losses = logged_losses(tmp_path / "reference/run")
+    resumed_losses = logged_losses(tmp_path / "crashed/run")
+    assert sorted(reference_losses) == list(range(16))
+    assert resumed_losses == reference_losses
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    """2 gloo processes x batch 4 == 1 process x batch 8: same samples per step, gradients averaged.
+
+    The loss is deterministic (noise_scale=0), so the runs differ only by float summation order; the tolerance is
+    100x below the gap to a run with a different batch, which shows it still tells batches apart.
+    """
+    steps = ["trainer.max_steps=8", "trainer.checkpoint_every_n_steps=4", "trainer.enable_progress_bar=false",
+             "trainer.accelerator=cpu", "data.train_size=24", "model.noise_scale=0"]
+    ddp = plugin.run_zoo(["train", "tiny_denoiser", "--data", "moving_digits", "--out", "ddp", "trainer.batch_size=8",
+                          "trainer.strategy=ddp", "trainer.devices=2", *steps], cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stdout.count("done: 8 steps") == 1  # rank 0 reports, once
+    checkpoint = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)
+    rank_states = checkpoint["callbacks"]["RandomStateCheckpoint"]["ranks"]
+    assert len(rank_states) == 2 and not torch.equal(rank_states[0]["torch"], rank_states[1]["torch"])
+
+    def single_process(batch_size: int) -> dict[str, torch.Tensor]:
+        L.seed_everything(0, verbose=False)
+        model = create_model("tiny_denoiser", noise_scale=0.0)
+        config = TrainerConfig(max_steps=8, batch_size=batch_size, checkpoint_every_n_steps=4,
+                               enable_progress_bar=False, accelerator="cpu")
+        train_model(model, "moving_digits", tmp_path / f"single_{batch_size}", config, data_overrides=TINY_DATA)
+        return model.state_dict()
+
+    same_batch, other_batch = single_process(8), single_process(4)
+    for name, value in checkpoint["state_dict"].items():
+        assert torch.allclose(value, same_batch[name], atol=1e-5, rtol=0), name
+    gap = max((other_batch[name] - same_batch[name]).abs().max().item() for name in same_batch)
+    assert gap > 1e-3

@@ -1,0 +1,294 @@
+"""Denoisers: a factorized space-time latent video DiT, and a MAR-style per-token diffusion head.
+
+`LatentVideoDenoiser` follows Latte / PixArt-α: diffusers `BasicTransformerBlock`s attend within each frame (with text
+cross-attention), temporal blocks attend across frames at each spatial position (optionally causally), and every
+block is AdaLN-modulated per frame from that frame's own noise level (+ an optional per-frame vector), which is what
+per-frame noise levels (diffusion forcing) and AR-conditioned denoising need. Known frames enter by channel-concat.
+
+`DiffusionHead` follows MAR (Li et al. 2024) / NOVA: a small AdaLN MLP that denoises one frame's latent vector given a
+vector `z` from an AR transformer, trained and sampled with the shared `DiffusionProcess`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention import BasicTransformerBlock, FeedForward
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import PatchEmbed, TimestepEmbedding, Timesteps, get_1d_sincos_pos_embed_from_grid
+from torch import Tensor, nn
+
+from zoo.components.sampling import DiffusionConfig, DiffusionProcess
+from zoo.config import ConfigError
+
+# The additive bias diffusers' own pipelines use for masked-out text tokens (finite, so an all-padding prompt is safe).
+MASKED_TOKEN_BIAS = -10000.0
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """AdaLN: `norm(x) * (1 + scale) + shift` with the norm already applied to `x`."""
+    return x * (1 + scale) + shift
+
+
+@dataclass
+class DenoiserConfig:
+    """Shape and size of a `LatentVideoDenoiser`.
+
+    concat_channels: channels concatenated to the noisy latents (known latents + mask); 0 for none.
+    text_dim: width of text token embeddings for cross-attention; 0 for no text. frame_cond_dim: 0 for none.
+    """
+
+    latent_channels: int = 4
+    latent_size: int = 8
+    patch_size: int = 2
+    concat_channels: int = 0
+    text_dim: int = 0
+    frame_cond_dim: int = 0
+    dim: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.dim % (2 * self.num_heads):
+            raise ConfigError(f"denoiser dim ({self.dim}) must be divisible by 2 * num_heads ({2 * self.num_heads})")
+        if self.latent_size % self.patch_size:
+            raise ConfigError(
+                f"latent_size ({self.latent_size}) must be divisible by patch_size ({self.patch_size}); pick a divisor"
+            )
+
+
+class TemporalAttentionBlock(nn.Module):
+    """Self-attention across frames at one spatial position, AdaLN-modulated per frame (per token).
+
+    Mirrors `BasicTransformerBlock(norm_type="ada_norm_single")`, whose modulation is per sequence, not per token.
+    """
+
+    def __init__(self, dim: int, num_heads: int, ff_inner_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(query_dim=dim, heads=num_heads, dim_head=dim // num_heads, bias=True)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = FeedForward(dim, activation_fn="gelu-approximate", inner_dim=ff_inner_dim)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def forward(self, x: Tensor, modulation: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """x: `[N, T, dim]`; modulation: `[N, T, 6 * dim]`; attention_mask: additive `[N, T, T]` or None."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.scale_shift_table + modulation.unflatten(-1, (6, -1))
+        ).unbind(-2)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), attention_mask=attention_mask)
+        return x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class LatentVideoDenoiser(nn.Module):
+    """Factorized space-time DiT over latent videos `[B, T, c, h, w]` with per-frame noise levels.
+
+    Predicts noise or velocity (whatever it is trained on) with the same shape as `x_t`.
+    The output projection is zero-initialised, so an untrained denoiser predicts 0 and training starts stable.
+    """
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        ff_inner_dim = int(c.dim * c.mlp_ratio)
+        self.patch_embed = PatchEmbed(
+            height=c.latent_size,
+            width=c.latent_size,
+            patch_size=c.patch_size,
+            in_channels=c.latent_channels + c.concat_channels,
+            embed_dim=c.dim,
+        )
+        self.time_proj = Timesteps(c.dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(c.dim, c.dim)
+        self.frame_cond_proj = nn.Linear(c.frame_cond_dim, c.dim) if c.frame_cond_dim else None
+        # One projection of the per-frame embedding feeds every block; each block adds its own table (AdaLN-single).
+        self.block_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
+        self.spatial_blocks = nn.ModuleList(
+            BasicTransformerBlock(
+                c.dim,
+                c.num_heads,
+                c.dim // c.num_heads,
+                cross_attention_dim=c.text_dim or None,
+                activation_fn="gelu-approximate",
+                attention_bias=True,
+                norm_type="ada_norm_single",
+                norm_elementwise_affine=False,
+                norm_eps=1e-6,
+                ff_inner_dim=ff_inner_dim,
+            )
+            for _ in range(c.depth)
+        )
+        self.temporal_blocks = nn.ModuleList(
+            TemporalAttentionBlock(c.dim, c.num_heads, ff_inner_dim) for _ in range(c.depth)
+        )
+        self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False, eps=1e-6)
+        self.out_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 2 * c.dim))
+        self.proj_out = nn.Linear(c.dim, c.patch_size**2 * c.latent_channels)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(
+        self,
+        x_t: Tensor,
+        timesteps: Tensor,
+        concat: Tensor | None = None,
+        text_emb: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        frame_cond: Tensor | None = None,
+        causal_time: bool = False,
+    ) -> Tensor:
+        """Predict for noisy latents `x_t [B, T, c, h, w]` at `timesteps` (`[B]`, or `[B, T]` per frame).
+
+        concat `[B, T, concat_channels, h, w]`: known latents + mask (None = nothing known).
+        text_emb `[B, L, D]` (one prompt per video) or `[B, T, L, D]` (one per frame), text_mask the same without D
+        (True = real token). frame_cond `[B, T, frame_cond_dim]`. causal_time: frame t attends only to frames <= t.
+        """
+        c = self.config
+        batch, frames, _, height, width = x_t.shape
+        if timesteps.dim() == 1:
+            timesteps = timesteps[:, None].expand(batch, frames)
+        if c.concat_channels:
+            if concat is None:
+                concat = x_t.new_zeros(batch, frames, c.concat_channels, height, width)
+            x_t = torch.cat([x_t, concat.to(x_t.dtype)], dim=2)
+        tokens = self.patch_embed(x_t.flatten(0, 1))  # [B*T, S, D]
+        num_patches = tokens.shape[1]
+        positions = torch.arange(frames, device=tokens.device, dtype=torch.float32)
+        frame_pos = get_1d_sincos_pos_embed_from_grid(c.dim, positions, output_type="pt", dtype=torch.float32)
+        tokens = tokens + frame_pos.to(tokens.dtype).repeat(batch, 1)[:, None]
+
+        emb = self.time_embed(self.time_proj(timesteps.flatten()).to(tokens.dtype))  # [B*T, D]
+        if self.frame_cond_proj is not None and frame_cond is not None:
+            emb = emb + self.frame_cond_proj(frame_cond.flatten(0, 1).to(tokens.dtype))
+        spatial_modulation = self.block_modulation(emb)  # [B*T, 6D]
+        temporal_modulation = (
+            spatial_modulation.view(batch, 1, frames, -1).expand(-1, num_patches, -1, -1).flatten(0, 1)
+        )  # [B*S, T, 6D]
+        text, text_bias = self._text_inputs(text_emb, text_mask, batch, frames)
+        causal_bias = self._causal_bias(batch * num_patches, frames, tokens) if causal_time else None
+
+        for spatial, temporal in zip(self.spatial_blocks, self.temporal_blocks, strict=True):
+            tokens = spatial(
+                tokens, encoder_hidden_states=text, encoder_attention_mask=text_bias, timestep=spatial_modulation
+            )
+            tokens = tokens.view(batch, frames, num_patches, -1).transpose(1, 2).flatten(0, 1)  # [B*S, T, D]
+            tokens = temporal(tokens, temporal_modulation, causal_bias)
+            tokens = tokens.view(batch, num_patches, frames, -1).transpose(1, 2).flatten(0, 1)  # [B*T, S, D]
+
+        shift, scale = self.out_modulation(emb)[:, None].chunk(2, dim=-1)
+        patches = self.proj_out(modulate(self.norm_out(tokens), shift, scale))
+        return self._unpatchify(patches, batch, frames, height, width)
+
+    def _text_inputs(
+        self, text_emb: Tensor | None, text_mask: Tensor | None, batch: int, frames: int
+    ) -> tuple[Tensor | None, Tensor | None]:
+        # Spatial blocks see one frame per batch row, so text is laid out per frame: [B*T, L, D].
+        if not self.config.text_dim:
+            return None, None
+        if text_emb is None:
+            raise ValueError(
+                "this denoiser has text cross-attention (text_dim > 0); pass text_emb (encode '' for unconditional)"
+            )
+        per_frame = text_emb.dim() == 4
+        text = text_emb.flatten(0, 1) if per_frame else text_emb.repeat_interleave(frames, dim=0)
+        if text_mask is None:
+            return text, None
+        mask = text_mask.flatten(0, 1) if per_frame else text_mask.repeat_interleave(frames, dim=0)
+        bias = (1.0 - mask.to(text.dtype)) * MASKED_TOKEN_BIAS
+        return text, bias[:, None, :]  # [B*T, 1, L]
+
+    @staticmethod
+    def _causal_bias(rows: int, frames: int, like: Tensor) -> Tensor:
+        future = torch.ones(frames, frames, dtype=torch.bool, device=like.device).triu(1)
+        bias = torch.zeros(frames, frames, dtype=like.dtype, device=like.device).masked_fill(future, float("-inf"))
+        return bias.expand(rows, -1, -1)
+
+    def _unpatchify(self, patches: Tensor, batch: int, frames: int, height: int, width: int) -> Tensor:
+        p, channels = self.config.patch_size, self.config.latent_channels
+        grid = patches.view(batch * frames, height // p, width // p, p, p, channels)
+        images = grid.permute(0, 5, 1, 3, 2, 4).reshape(batch * frames, channels, height, width)
+        return images.view(batch, frames, channels, height, width)
+
+
+class AdaLNResidualBlock(nn.Module):
+    """MLP residual block modulated by a condition vector; zero-initialised gate, so it starts as the identity."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+        nn.init.zeros_(self.modulation[-1].weight)
+        nn.init.zeros_(self.modulation[-1].bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        shift, scale, gate = self.modulation(cond).chunk(3, dim=-1)
+        return x + gate * self.mlp(modulate(self.norm(x), shift, scale))
+
+
+class DiffusionHead(nn.Module):
+    """Per-token diffusion head (MAR / NOVA): denoises `x_t [N, token_dim]` given AR vectors `z [N, cond_dim]`.
+
+    `loss` and `sample` run the shared `DiffusionProcess`, so the head predicts what its `DiffusionConfig` says.
+    """
+
+    def __init__(
+        self,
+        token_dim: int,
+        cond_dim: int,
+        width: int = 256,
+        depth: int = 3,
+        diffusion: DiffusionConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.token_dim = token_dim
+        self.process = DiffusionProcess(diffusion or DiffusionConfig())
+        self.input_proj = nn.Linear(token_dim, width)
+        self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(width, width)
+        self.cond_embed = nn.Linear(cond_dim, width)
+        self.blocks = nn.ModuleList(AdaLNResidualBlock(width) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.out_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.proj_out = nn.Linear(width, token_dim)
+        for layer in (self.out_modulation[-1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x_t: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        """Prediction for `x_t [N, token_dim]` at timesteps `t [N]` given conditions `z [N, cond_dim]`."""
+        h = self.input_proj(x_t)
+        cond = self.time_embed(self.time_proj(t).to(h.dtype)) + self.cond_embed(z)
+        for block in self.blocks:
+            h = block(h, cond)
+        shift, scale = self.out_modulation(cond).chunk(2, dim=-1)
+        return self.proj_out(modulate(self.norm_out(h), shift, scale))
+
+    def loss(self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Denoising loss on clean tokens `x0 [N, token_dim]` at random timesteps (noise from `generator`)."""
+        t = self.process.sample_timesteps((x0.shape[0],), generator, device=x0.device)
+        return self.process.training_loss(lambda x_t, t_: self(x_t, t_, z), x0, t, generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        z: Tensor,
+        generator: torch.Generator,
+        steps: int | None = None,
+        z_uncond: Tensor | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
+        """Sample tokens `[N, token_dim]` for conditions `z [N, cond_dim]`; `z_uncond` enables CFG."""
+        uncond_fn = None if z_uncond is None else (lambda x_t, t: self(x_t, t, z_uncond))
+        return self.process.sample(
+            lambda x_t, t: self(x_t, t, z),
+            (z.shape[0], self.token_dim),
+            generator,
+            uncond_fn=uncond_fn,
+            guidance_scale=guidance_scale,
+            num_steps=steps,
+            device=z.device,
+            dtype=z.dtype,
+        )

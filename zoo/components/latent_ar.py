@@ -1,0 +1,274 @@
+"""Next-latent autoregression: a block-causal transformer over per-frame continuous latents whose outputs condition a
+per-token diffusion head (MAR, Li et al. 2024; NOVA, Deng et al. 2024).
+
+A frame's latent `[c, h, w]` is cut into `(h/p)(w/p)` patch tokens of `c*p*p` values; one frame is one block of the
+`CausalTransformer`. The sequence is `[text prefix][start block][frame 0][frame 1]...`; block n's outputs (one vector
+per token) condition the `DiffusionHead` that samples frame n's tokens, so the start block predicts the first frame.
+Inputs are noised (context noise augmentation, as in GameNGen): by a random level in training and by a fixed small
+level in sampling, with the level itself an input, so the model learns not to copy its inputs' errors; this limits
+drift in long rollouts. Optional per-step codes tell a block what it predicts (e.g. how far ahead the next keyframe is).
+Latents are `[B, N, c, h, w]` (N frames or steps) at this module's boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from zoo.components.ar import ARConfig, CausalTransformer
+from zoo.components.denoiser import DiffusionHead
+from zoo.components.sampling import DiffusionConfig
+from zoo.components.text import NULL_PROMPT
+from zoo.config import ConfigError
+
+TextPrefix = tuple[Tensor, Tensor]
+"""(token embeddings `[B, L, D]`, mask `[B, L]` bool, True = real token) of one prompt per video."""
+
+EncodeText = Callable[[list[str]], TextPrefix]
+
+
+@dataclass
+class NextLatentConfig:
+    """A next-latent AR model: transformer size, patching, diffusion head, and context noise augmentation.
+
+    context_noise_train: AR inputs are noised by `level * N(0, 1)`, level uniform in [0, this] per frame, in training.
+    context_noise_inference: the fixed level used when sampling (for given context frames and generated ones alike).
+    head_batch_mul: noise draws per AR vector in training (MAR's diffusion batch multiplier).
+    """
+
+    transformer: ARConfig = field(default_factory=ARConfig)
+    patch_size: int = 2
+    head_width: int = 128
+    head_depth: int = 3
+    head_batch_mul: int = 2
+    context_noise_train: float = 0.3
+    context_noise_inference: float = 0.05
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:
+            raise ConfigError(
+                "need 0 <= context_noise_inference <= context_noise_train <= 1, got "
+                f"{self.context_noise_inference} and {self.context_noise_train}"
+            )
+        if self.head_batch_mul < 1:
+            raise ConfigError(f"head_batch_mul must be >= 1, got {self.head_batch_mul}")
+
+
+class NextLatentAR(nn.Module):
+    """Block-causal AR over frame latents `[B, N, c, h, w]`; each next frame comes from a per-token diffusion head.
+
+    `num_codes` > 0 adds a learned embedding of a per-step code to the block that predicts that step.
+    """
+
+    def __init__(
+        self, config: NextLatentConfig, latent_shape: tuple[int, int, int], text_dim: int = 0, num_codes: int = 0
+    ) -> None:
+        super().__init__()
+        channels, height, width = latent_shape
+        p = config.patch_size
+        if height % p or width % p:
+            raise ConfigError(f"patch_size {p} must divide the latent size {height}x{width}; pick a divisor")
+        self.config = config
+        self.latent_shape = latent_shape
+        self.tokens_per_frame = (height // p) * (width // p)
+        self.token_dim = channels * p * p
+        dim = config.transformer.dim
+        self.transformer = CausalTransformer(config.transformer, cond_dim=dim)
+        self.token_in = nn.Linear(self.token_dim, dim)
+        self.spatial_position = nn.Parameter(torch.randn(self.tokens_per_frame, dim) * 0.02)
+        self.start_block = nn.Parameter(torch.randn(self.tokens_per_frame, dim) * 0.02)
+        self.level_embed = nn.Linear(1, dim)
+        self.code_embed = nn.Embedding(num_codes, dim) if num_codes else None
+        self.text_proj = nn.Linear(text_dim, dim) if text_dim else None
+        self.head = DiffusionHead(self.token_dim, dim, config.head_width, config.head_depth, config.diffusion)
+
+    # ---- latents <-> tokens ------------------------------------------------------------------------------
+    def patchify(self, latents: Tensor) -> Tensor:
+        """`[..., c, h, w]` -> `[..., S, c*p*p]` patch tokens in raster order."""
+        p = self.config.patch_size
+        *lead, c, h, w = latents.shape
+        x = latents.reshape(math.prod(lead), c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(*lead, (h // p) * (w // p), c * p * p)
+
+    def unpatchify(self, tokens: Tensor) -> Tensor:
+        """`[..., S, c*p*p]` -> `[..., c, h, w]`."""
+        p = self.config.patch_size
+        c, h, w = self.latent_shape
+        lead = tokens.shape[:-2]
+        x = tokens.reshape(math.prod(lead), h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(*lead, c, h, w)
+
+    # ---- context noise augmentation ------------------------------------------------------------------------
+    def context_levels(self, shape: tuple[int, int], generator: torch.Generator | None = None) -> Tensor:
+        """Noise levels `[B, N]` of AR inputs: uniform in [0, context_noise_train] in training, else the fixed level."""
+        device = self.start_block.device
+        if self.training:
+            gen_device = generator.device if generator is not None else device
+            u = torch.rand(shape, generator=generator, device=gen_device).to(device)
+            return u * self.config.context_noise_train
+        return torch.full(shape, self.config.context_noise_inference, device=device)
+
+    def augment_context(self, latents: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """AR inputs `[B, N, c, h, w]` plus `level * N(0, 1)` noise, and the levels `[B, N]` they got."""
+        levels = self.context_levels(tuple(latents.shape[:2]), generator)
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return latents + levels[..., None, None, None] * noise, levels
+
+    # ---- the transformer pass -----------------------------------------------------------------------------
+    def _frame_blocks(self, inputs: Tensor, levels: Tensor, codes: Tensor | None) -> Tensor:
+        """Noised frame latents `[B, M, c, h, w]` -> block embeddings `[B, M*S, dim]`; `codes` `[B, M]` or None."""
+        x = self.token_in(self.patchify(inputs)) + self.spatial_position
+        x = x + self.level_embed(levels[..., None, None].to(x.dtype))
+        if self.code_embed is not None and codes is not None:
+            x = x + self.code_embed(codes)[:, :, None]
+        return x.flatten(1, 2)
+
+    def _start_blocks(self, batch: int, code: Tensor | None) -> Tensor:
+        x = (self.start_block + self.spatial_position).expand(batch, -1, -1)
+        if self.code_embed is not None and code is not None:
+            x = x + self.code_embed(code)[:, None]
+        return x
+
+    def conditions(
+        self,
+        blocks: Tensor,
+        text: TextPrefix | None = None,
+        past: DynamicCache | None = None,
+        use_cache: bool = False,
+    ) -> tuple[Tensor, DynamicCache | None]:
+        """Head conditions `[B, M, S, dim]` for `M` new blocks `[B, M*S, dim]` (after `past`), and the cache."""
+        prefix_len, prefix_mask = 0, None
+        if text is not None and self.text_proj is not None:
+            prefix_len, prefix_mask = text[0].shape[1], text[1]
+            if past is None:
+                blocks = torch.cat([self.text_proj(text[0]), blocks], dim=1)
+        hidden, cache = self.transformer(
+            blocks,
+            block_size=self.tokens_per_frame,
+            past=past,
+            use_cache=use_cache,
+            prefix_len=prefix_len,
+            prefix_mask=prefix_mask,
+        )
+        if past is None:
+            hidden = hidden[:, prefix_len:]
+        z = self.transformer.cond_head(hidden)
+        return z.unflatten(1, (-1, self.tokens_per_frame)), cache
+
+    def _sequence(self, inputs: Tensor, levels: Tensor, codes: Tensor | None) -> Tensor:
+        """Start block + frame blocks for inputs `[B, M, ...]`; `codes` `[B, M + 1]` (start block first) or None."""
+        start = self._start_blocks(inputs.shape[0], None if codes is None else codes[:, 0])
+        frames = self._frame_blocks(inputs, levels, None if codes is None else codes[:, 1:])
+        return torch.cat([start, frames], dim=1)
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def loss(
+        self,
+        latents: Tensor,
+        text: TextPrefix | None = None,
+        codes: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Teacher-forced diffusion-head loss on every step of `latents [B, N, c, h, w]`.
+
+        codes `[N]` or `[B, N]`: the code of each predicted step (its block carries it), or None.
+        """
+        batch, steps = latents.shape[:2]
+        if codes is not None:
+            codes = codes.expand(batch, steps)
+        inputs, levels = self.augment_context(latents[:, :-1], generator)
+        z, _ = self.conditions(self._sequence(inputs, levels, codes), text)
+        x0 = self.patchify(latents).flatten(0, 2)
+        z = z.flatten(0, 2)
+        mul = self.config.head_batch_mul
+        return self.head.loss(x0.repeat(mul, 1), z.repeat(mul, 1), generator)
+
+    # ---- sampling ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        known: Tensor,
+        num_steps: int,
+        generator: torch.Generator,
+        *,
+        prompts: Sequence[Sequence[str]] | None = None,
+        encode_text: EncodeText | None = None,
+        codes: Tensor | None = None,
+        max_input_frames: int,
+        keep_frames: int,
+        use_kv_cache: bool = True,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
+        """Continue `known [B, N0, c, h, w]` to `num_steps` latents `[B, num_steps, c, h, w]`, one step at a time.
+
+        prompts `[B][num_steps]`: the prompt active at each step; a change re-fills the cache under the new prefix.
+        codes `[num_steps]`: per-step codes (or None). At most `max_input_frames` latents are in context; when
+        more would be, the window restarts from the last `keep_frames` (the cache is re-filled, as at a clip start).
+        guidance_scale (default: the head's config) != 1 runs a null-prompt stream beside for classifier-free guidance.
+        """
+        if not 1 <= keep_frames <= max_input_frames:
+            raise ConfigError(f"need 1 <= keep_frames ({keep_frames}) <= max_input_frames ({max_input_frames})")
+        if prompts is not None and encode_text is None:
+            raise ValueError("prompts need an encode_text function")
+        batch, num_known = known.shape[:2]
+        scale = self.config.diffusion.guidance_scale if guidance_scale is None else guidance_scale
+        guided = prompts is not None and scale != 1.0 and any(p for video in prompts for p in video)
+        streams = 2 if guided else 1
+        if codes is not None:
+            codes = codes.to(known.device).expand(batch * streams, num_steps)
+        outputs = list(known.unbind(1))
+        inputs = [self._noised_input(frame, generator) for frame in outputs]
+        start, cache, cache_key, text = 0, None, None, None
+        for step in range(num_known, num_steps):
+            if step - start > max_input_frames:
+                start = step - keep_frames  # slide the window: re-fill from the last frames, like a clip start
+            step_prompts = None if prompts is None else [video[step] for video in prompts]
+            if use_kv_cache and cache is not None and cache_key == (start, step_prompts):
+                # Same window and prompt: append the newest frame to the cache as one block.
+                new = self._inference_inputs(inputs[step - 1 : step], streams, batch)
+                new_codes = None if codes is None else codes[:, step : step + 1]
+                z, cache = self.conditions(self._frame_blocks(*new, new_codes), text, past=cache, use_cache=True)
+            else:
+                text = None
+                if step_prompts is not None:
+                    text = encode_text(step_prompts + [NULL_PROMPT] * batch if guided else step_prompts)
+                window = self._inference_inputs(inputs[start:step], streams, batch)
+                window_codes = None if codes is None else torch.cat([codes[:, :1], codes[:, start + 1 : step + 1]], 1)
+                z, cache = self.conditions(self._sequence(*window, window_codes), text, use_cache=use_kv_cache)
+                cache_key = (start, step_prompts)
+            frame = self._sample_frame(z[:, -1], generator, scale if guided else None)
+            outputs.append(frame)
+            inputs.append(self._noised_input(frame, generator))
+        return torch.stack(outputs, dim=1)
+
+    def _sample_frame(self, z: Tensor, generator: torch.Generator, guidance_scale: float | None) -> Tensor:
+        """One frame latent `[B, c, h, w]` from head conditions `[B, S, dim]` (`[2B, ...]`: cond then null stream)."""
+        z = z.flatten(0, 1)
+        if guidance_scale is None:
+            tokens = self.head.sample(z, generator)
+        else:
+            z_cond, z_uncond = z.chunk(2)
+            tokens = self.head.sample(z_cond, generator, z_uncond=z_uncond, guidance_scale=guidance_scale)
+        return self.unpatchify(tokens.view(-1, self.tokens_per_frame, self.token_dim))
+
+    def _noised_input(self, frame: Tensor, generator: torch.Generator) -> Tensor:
+        noise = randn_tensor(frame.shape, generator=generator, device=frame.device, dtype=frame.dtype)
+        return frame + self.config.context_noise_inference * noise
+
+    def _inference_inputs(self, frames: list[Tensor], streams: int, batch: int) -> tuple[Tensor, Tensor]:
+        """AR inputs `[streams * B, M, c, h, w]` from M noised frames `[B, c, h, w]` (M may be 0), and their levels."""
+        if frames:
+            stacked = torch.stack(frames, dim=1).repeat(streams, 1, 1, 1, 1)
+        else:
+            stacked = self.start_block.new_zeros(batch * streams, 0, *self.latent_shape)
+        return stacked, stacked.new_full(stacked.shape[:2], self.config.context_noise_inference)
+
+
+__all__ = ["EncodeText", "NextLatentAR", "NextLatentConfig", "TextPrefix"]

@@ -1,0 +1,420 @@
+"""diffusion_clips_ar_extend: a diffusion model writes the opening clip, a token AR model extends it.
+
+Paper idea: the "diffusion keyframe/clip, autoregressive continuation" split of hybrid generators. A latent video
+diffusion model (VDM / Latte-style factorized space-time DiT in the latent space of a frozen KL autoencoder,
+text cross-attention, classifier-free guidance) samples the first `clip_length` frames jointly; a VideoGPT / LVT-style
+causal transformer over the VQ tokens of every frame (raster order within a frame, frame after frame, text as a prefix)
+then extends the clip frame by frame with a KV cache, looking at a sliding window of the last frames.
+
+Why divide the work this way: the opening clip is what a viewer judges first and what every later frame is
+conditioned on, so it gets the expensive, globally coherent sampler (all frames denoised together, guidance on the
+prompt); continuation is local (the next frame follows from the last few) and is where the cost of a long video
+lies, so it gets the cheap one (one transformer step per token, cached). The two parts live in different latent
+spaces (continuous KL latents vs discrete VQ codes); pixel frames are the common currency: the diffusion clip is
+decoded to pixels and VQ-encoded as the AR's context, exactly as caller-given context frames are. Each part can thus
+use the latent space it models best, and either can be swapped without retraining the other's autoencoder.
+
+Interpolation between two clips: with `end_context`, the first `end_prefix_frames` frames of the end clip are VQ
+tokens in the AR's prefix (after the text, attended by every position), placed at their true frame position in the
+AR's view of `clip_length` frames; training puts the clip's own last frames there for a random share
+(`end_probability`) of the batches. The end clip enters the view once it fits beside `end_view_history` frames of
+history (`ar_view`); the output ends with the end clip verbatim. With an end clip, the opening clip covers at most
+half of the gap, so the AR, which sees the end clip, writes the approach (`opening_length`).
+
+Training: both parts learn jointly on data clips (loss = diffusion + `ar_loss_weight` * AR cross-entropy). The
+denoiser learns with random known first frames (channel-concat + mask), so caller context also conditions the
+opening clip; prompts are dropped for guidance. Scripts: the denoiser takes a prompt per frame; the AR re-prefixes
+(re-fills its cache) when the prompt of the frame it writes changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.components.ar import ARConfig, CausalTransformer, sample_tokens
+from zoo.components.autoencoder import FrameAutoencoder, load_autoencoder
+from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
+from zoo.components.sampling import DiffusionConfig, DiffusionProcess
+from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.config import ConfigError
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.registry import register_model
+
+
+@dataclass
+class DiffusionClipsARExtendConfig(ModelConfig):
+    """Latent spaces, the diffusion part (denoiser_*, diffusion), the AR part (ar, sampling) and how they train.
+
+    context_probability: share of training clips whose denoiser gets known first frames (count uniform in [1, T-1]).
+    end_prefix_frames: end-clip frames the AR sees as prefix; end_probability: share of AR batches trained with one.
+    end_view_history: frames of history the AR's view keeps once the end clip joins it (the rest is gap + end clip).
+    temperature / top_k (0 = off): AR token sampling. use_kv_cache: cached decoding (same samples, faster).
+    """
+
+    kl_autoencoder: str = "moving_digits_kl"
+    vq_autoencoder: str = "moving_digits_vq"
+    text_encoder: str = "learned"
+    text_dim: int = 64
+    text_dropout: float = 0.1
+    # diffusion part
+    denoiser_dim: int = 96
+    denoiser_depth: int = 2
+    denoiser_heads: int = 4
+    patch_size: int = 2
+    mlp_ratio: float = 4.0
+    context_probability: float = 0.5
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # AR part
+    ar: ARConfig = field(default_factory=ARConfig)
+    end_prefix_frames: int = 2
+    end_probability: float = 0.5
+    end_view_history: int = 2
+    temperature: float = 1.0
+    top_k: int = 0
+    use_kv_cache: bool = True
+    ar_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.clip_length < 2:
+            raise ConfigError(f"clip_length must be >= 2 (the AR needs history), got {self.clip_length}")
+        if not 1 <= self.end_prefix_frames < self.clip_length:
+            raise ConfigError(
+                f"end_prefix_frames ({self.end_prefix_frames}) must be in [1, clip_length - 1 = {self.clip_length - 1}]"
+            )
+        room = self.clip_length - self.end_prefix_frames - 1
+        if not 1 <= self.end_view_history <= room:
+            raise ConfigError(
+                f"end_view_history ({self.end_view_history}) must be in [1, clip_length - end_prefix_frames - 1 = {room}]"
+            )
+        for name in ("text_dropout", "context_probability", "end_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.temperature <= 0 or self.top_k < 0:
+            raise ConfigError(f"need temperature > 0 and top_k >= 0 (0 = off), got {self.temperature} and {self.top_k}")
+
+
+def opening_length(num_context: int, end_start: int, clip_length: int, has_end: bool) -> int:
+    """Frames `[0, n)` the diffusion part is responsible for (given context included); the AR writes `[n, end_start)`.
+
+    No diffusion when the context already fills a clip. With an end clip the opening covers at most half of the gap,
+    so the AR, which sees the end clip, writes the approach.
+    """
+    if num_context >= clip_length:
+        return num_context
+    if not has_end:
+        return min(clip_length, end_start)
+    return min(clip_length, num_context + max(1, (end_start - num_context) // 2))
+
+
+def ar_view(frame: int, end_start: int, num_end: int, clip_length: int, history: int) -> tuple[int, bool]:
+    """(first frame of the AR's view, whether the end clip is in it) for writing `frame`.
+
+    The view spans `clip_length` frames, as in training. Without an end clip (`num_end` = 0) or while it is far, it is
+    the sliding window of the last `clip_length - 1` frames. The end clip's `num_end` frames join once they fit in the
+    view beside `history` frames of history; the view is then pinned so they sit at its end, as in training.
+    """
+    pinned = max(0, end_start + num_end - clip_length)
+    if num_end and frame - pinned >= min(frame, history):
+        return pinned, True
+    return max(0, frame - (clip_length - 1)), False
+
+
+@register_model("diffusion_clips_ar_extend", config=DiffusionClipsARExtendConfig)
+class DiffusionClipsARExtend(VideoGenerator):
+    """Latent video diffusion for the opening clip, then VQ-token AR extension / interpolation with a KV cache."""
+
+    strategy = "diffusion_clips_ar_extend"
+    supported_conditions = frozenset({"text", "context", "script", "end_context"})
+
+    def __init__(self, config: DiffusionClipsARExtendConfig) -> None:
+        super().__init__(config)
+        self.kl_autoencoder = self._frozen_autoencoder(config.kl_autoencoder, "kl")
+        self.vq_autoencoder = self._frozen_autoencoder(config.vq_autoencoder, "vq")
+        self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
+
+        # Diffusion part: the denoiser over KL latents of a whole clip.
+        latent_channels, latent_size, _ = self.kl_autoencoder.latent_shape
+        self.denoiser = LatentVideoDenoiser(
+            DenoiserConfig(
+                latent_channels=latent_channels,
+                latent_size=latent_size,
+                patch_size=config.patch_size,
+                concat_channels=latent_channels + 1,  # known latents + the mask saying which frames are known
+                text_dim=config.text_dim,
+                frame_cond_dim=config.text_dim,  # the pooled prompt, per frame, drives AdaLN
+                dim=config.denoiser_dim,
+                depth=config.denoiser_depth,
+                num_heads=config.denoiser_heads,
+                mlp_ratio=config.mlp_ratio,
+            )
+        )
+        self.diffusion = DiffusionProcess(config.diffusion)
+
+        # AR part: a causal transformer over VQ tokens; inputs are the previous token plus the position of the
+        # token being predicted (cell within the frame, frame within the view).
+        _, token_rows, token_cols = self.vq_autoencoder.latent_shape
+        self.tokens_per_frame = token_rows * token_cols
+        width = config.ar.dim
+        self.ar = CausalTransformer(config.ar, vocab_size=self.vq_autoencoder.codebook_size)
+        self.token_embed = nn.Embedding(self.vq_autoencoder.codebook_size, width)
+        self.cell_embed = nn.Embedding(self.tokens_per_frame, width)
+        self.frame_embed = nn.Embedding(config.clip_length, width)
+        self.text_proj = nn.Linear(config.text_dim, width)
+        self.start_token = nn.Parameter(torch.randn(width) * 0.02)  # input of the stream's first slot
+        self.end_marker = nn.Parameter(torch.randn(width) * 0.02)  # tells end-clip prefix tokens from context
+
+    def _frozen_autoencoder(self, name: str, kind: str) -> FrameAutoencoder:
+        autoencoder = load_autoencoder(name)
+        ae = autoencoder.config
+        if ae.kind != kind:
+            raise ConfigError(f"{kind}_autoencoder '{name}' is a {ae.kind} autoencoder; give a {kind} one")
+        if (ae.channels, ae.image_size) != (self.config.channels, self.config.image_size):
+            raise ConfigError(
+                f"autoencoder '{name}' codes {ae.channels}x{ae.image_size}px frames but the model makes "
+                f"{self.config.channels}x{self.config.image_size}px; set channels/image_size or pick another autoencoder"
+            )
+        return autoencoder
+
+    def metadata(self) -> dict[str, Any]:
+        """Base facts plus the sampling cost knobs the throughput report needs."""
+        return {
+            **super().metadata(),
+            "num_sampling_steps": self.diffusion.num_sampling_steps,
+            "guidance_scale": self.config.diffusion.guidance_scale,
+            "tokens_per_frame": self.tokens_per_frame,
+            "use_kv_cache": self.config.use_kv_cache,
+        }
+
+    # ---- training ------------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Both parts on the same clips: denoising loss on KL latents + next-token cross-entropy on VQ tokens."""
+        video = batch["video"]
+        prompts = drop_prompts(list(batch["text"]), self.config.text_dropout, None)
+        diffusion_loss = self._diffusion_loss(video, prompts)
+        ar_loss = self._ar_loss(video, prompts)
+        loss = diffusion_loss + self.config.ar_loss_weight * ar_loss
+        return {"loss": loss, "diffusion": diffusion_loss.detach(), "ar": ar_loss.detach()}
+
+    def _diffusion_loss(self, video: Tensor, prompts: list[str]) -> Tensor:
+        """Denoising loss on the frames not given as context (a random number of known first frames per clip)."""
+        batch_size, frames = video.shape[:2]
+        with torch.no_grad():
+            latents = self.kl_autoencoder.encode_video(video)
+        has_context = torch.rand(batch_size, device=self.device) < self.config.context_probability
+        num_known = torch.randint(1, frames, (batch_size,), device=self.device) * has_context
+        known = (torch.arange(frames, device=self.device) < num_known[:, None]).float()[..., None, None, None]
+        text = self._encode_frame_prompts([[prompt] * frames for prompt in prompts])
+        timesteps = self.diffusion.sample_timesteps((batch_size,), device=self.device)
+        denoise = self._denoise_fn(_concat(latents, known), text)
+        return self.diffusion.training_loss(denoise, latents, timesteps, weight=1.0 - known)
+
+    def _ar_loss(self, video: Tensor, prompts: list[str]) -> Tensor:
+        """Next-token cross-entropy over the clip's VQ tokens; some batches move the clip's last frames to the prefix.
+
+        Those batches are also cut to a random length, so the end clip is seen at every position of the view.
+        """
+        with torch.no_grad():
+            tokens = self.vq_autoencoder.encode_video_tokens(video).flatten(2)  # [B, T, h*w]
+        end_tokens = None
+        frames = tokens.shape[1]
+        if frames > 1 and torch.rand(()).item() < self.config.end_probability:
+            num_end = int(torch.randint(1, min(self.config.end_prefix_frames, frames - 1) + 1, ()))
+            length = int(torch.randint(num_end + 1, frames + 1, ()))
+            end_tokens, tokens = tokens[:, length - num_end : length], tokens[:, : length - num_end]
+        prefix, prefix_mask = self._ar_prefix(prompts, end_tokens, end_position=tokens.shape[1])
+        stream = tokens.flatten(1)
+        inputs = torch.cat([prefix, self._stream_embeds(stream, 0, stream.shape[1])], dim=1)
+        hidden, _ = self._ar_forward(inputs, prefix_mask)
+        logits = self.ar.token_head(hidden[:, prefix.shape[1] :])
+        return F.cross_entropy(logits.flatten(0, 1), stream.flatten())
+
+    # ---- generation ----------------------------------------------------------------------------------
+    def generate_inner(
+        self, num_videos: int, num_frames: int, cond: Conditioning, generator: torch.Generator
+    ) -> Tensor:
+        prompts = cond.prompts_per_frame(num_videos, num_frames) or [[NULL_PROMPT] * num_frames] * num_videos
+        end_start = num_frames - (0 if cond.end_context is None else cond.end_context.shape[1])
+        video = cond.context if cond.context is not None else self._empty_video(num_videos)
+        opening = opening_length(video.shape[1], end_start, self.clip_length, cond.end_context is not None)
+        if opening > video.shape[1]:
+            # The clip is sampled at its training length and cut, so the denoiser sees what it was trained on.
+            clip_prompts = [
+                (video_prompts + video_prompts[-1:] * self.clip_length)[: self.clip_length] for video_prompts in prompts
+            ]
+            video = self.sample_opening_clip(clip_prompts, cond.context, generator)[:, :opening]
+        if end_start > video.shape[1]:
+            video = torch.cat([video, self.extend(video, end_start, prompts, cond.end_context, generator)], dim=1)
+        if cond.end_context is not None:
+            video = torch.cat([video, cond.end_context], dim=1)
+        return video
+
+    def _empty_video(self, num_videos: int) -> Tensor:
+        return torch.zeros(num_videos, 0, *self.frame_size, device=self.device)
+
+    # ---- the diffusion part --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_opening_clip(
+        self, prompts: list[list[str]], context: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        """The diffusion part alone: a clip `[B, clip_length, C, H, W]` in [0, 1] for prompts `[B][clip_length]`.
+
+        `context` `[B, T0, C, H, W]` (T0 < clip_length), if given, conditions the clip and is returned verbatim.
+        """
+        num_videos, frames = len(prompts), self.clip_length
+        if any(len(video) != frames for video in prompts):
+            raise ValueError(f"sample_opening_clip needs one prompt per frame of the clip ({frames}) for every video")
+        shape = (num_videos, frames, *self.kl_autoencoder.latent_shape)
+        values = torch.zeros(shape, device=self.device)
+        mask = torch.zeros(num_videos, frames, 1, 1, 1, device=self.device)
+        num_known = 0 if context is None else context.shape[1]
+        if num_known:
+            values[:, :num_known] = self.kl_autoencoder.encode_video(context)
+            mask[:, :num_known] = 1.0
+        concat = _concat(values, mask)
+        uncond_fn = None
+        if any(prompt != NULL_PROMPT for video in prompts for prompt in video):
+            uncond_fn = self._denoise_fn(concat, self._encode_frame_prompts([[NULL_PROMPT] * frames] * num_videos))
+        latents = self.diffusion.sample(
+            self._denoise_fn(concat, self._encode_frame_prompts(prompts)),
+            shape,
+            generator,
+            uncond_fn=uncond_fn,
+            known=(values, mask) if num_known else None,
+            device=values.device,
+            dtype=values.dtype,
+        )
+        clip = self.kl_autoencoder.decode_video(latents)
+        if num_known:
+            # Context frames are observations, not samples: hand them back exactly as given.
+            clip[:, :num_known] = context
+        return clip
+
+    def _encode_frame_prompts(self, prompts: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-frame prompts `[B][T]` -> (tokens `[B,T,L,D]`, mask `[B,T,L]`, pooled `[B,T,D]`), each prompt once."""
+        unique = sorted({p for video in prompts for p in video})
+        tokens, mask, pooled = self.text_encoder.encode(unique)
+        lookup = {prompt: i for i, prompt in enumerate(unique)}
+        index = torch.tensor([[lookup[p] for p in video] for video in prompts], device=tokens.device)
+        return tokens[index], mask[index], pooled[index]
+
+    def _denoise_fn(self, concat: Tensor, text: tuple[Tensor, Tensor, Tensor]):
+        tokens, mask, pooled = text
+        return lambda x_t, t: self.denoiser(x_t, t, concat, tokens, mask, pooled)
+
+    # ---- the AR part ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extend(
+        self,
+        video: Tensor,
+        end_start: int,
+        prompts: list[list[str]],
+        end_context: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """The AR part alone: frames `[T, end_start)` continuing `video` `[B, T, C, H, W]`, as pixels in [0, 1].
+
+        `prompts` `[B][>= end_start]` is the prompt per frame; `end_context`, if given, is the clip that starts at
+        frame `end_start` and conditions the frames before it.
+        """
+        num_videos, known = video.shape[:2]
+        tokens = self.vq_autoencoder.encode_video_tokens(video).flatten(2)
+        end_tokens = None
+        if end_context is not None:
+            # The end clip's first frames are the ones the gap must lead into.
+            end_frames = end_context[:, : self.config.end_prefix_frames]
+            end_tokens = self.vq_autoencoder.encode_video_tokens(end_frames).flatten(2)
+        tokens = self._write_frames(tokens, end_start, prompts, end_tokens, generator)
+        new = tokens[:, known:].reshape(num_videos, end_start - known, *self.vq_autoencoder.latent_shape[1:])
+        return self.vq_autoencoder.decode_video_tokens(new)
+
+    def _write_frames(
+        self,
+        tokens: Tensor,
+        end_start: int,
+        prompts: list[list[str]],
+        end_tokens: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Tokens `[B, T, h*w]` extended to `[B, end_start, h*w]`, token by token within a frame, frame by frame.
+
+        With `use_kv_cache`, each step feeds one token to the cache; the cache is re-filled when the view slides or the
+        prompt changes. Without it, every step runs the whole view (the reference the cache must match).
+        """
+        num_end = 0 if end_tokens is None else end_tokens.shape[1]
+        view, cache = None, None
+        for frame in range(tokens.shape[1], end_start):
+            start, with_end = ar_view(frame, end_start, num_end, self.clip_length, self.config.end_view_history)
+            frame_prompts = [video_prompts[frame] for video_prompts in prompts]
+            if view != (start, with_end, frame_prompts):
+                view, cache = (start, with_end, frame_prompts), None
+                prefix, prefix_mask = self._ar_prefix(
+                    frame_prompts, end_tokens if with_end else None, end_position=end_start - start
+                )
+            history = tokens[:, start:frame].flatten(1)
+            new = history.new_zeros(history.shape[0], 0)
+            for _ in range(self.tokens_per_frame):
+                stream = torch.cat([history, new], dim=1)
+                slot = stream.shape[1]  # the slot whose output predicts the next token
+                if cache is None:
+                    inputs = torch.cat([prefix, self._stream_embeds(stream, 0, slot + 1)], dim=1)
+                    hidden, cache = self._ar_forward(inputs, prefix_mask, use_cache=self.config.use_kv_cache)
+                else:
+                    hidden, cache = self._ar_forward(self._stream_embeds(stream, slot, 1), prefix_mask, past=cache)
+                logits = self.ar.token_head(hidden[:, -1])
+                token = sample_tokens(logits, generator, self.config.temperature, self.config.top_k)
+                new = torch.cat([new, token[:, None]], dim=1)
+            tokens = torch.cat([tokens, new[:, None]], dim=1)
+        return tokens
+
+    def _ar_prefix(self, prompts: list[str], end_tokens: Tensor | None, end_position: int) -> tuple[Tensor, Tensor]:
+        """AR prefix `[B, P, dim]` and its mask: the text tokens, then the end clip's tokens (if any) at frame
+        positions `end_position, end_position + 1, ...` of the view."""
+        text, text_mask, _ = self.text_encoder.encode(prompts)
+        parts, masks = [self.text_proj(text)], [text_mask]
+        if end_tokens is not None:
+            num_end = end_tokens.shape[1]
+            frame_positions = torch.arange(end_position, end_position + num_end, device=end_tokens.device)
+            cells = torch.arange(self.tokens_per_frame, device=end_tokens.device)
+            end = (
+                self.token_embed(end_tokens)
+                + self.cell_embed(cells)
+                + self.frame_embed(frame_positions)[:, None]
+                + self.end_marker
+            )
+            parts.append(end.flatten(1, 2))
+            masks.append(torch.ones(end.shape[0], num_end * self.tokens_per_frame, dtype=torch.bool, device=end.device))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def _stream_embeds(self, stream: Tensor, first_slot: int, num_slots: int) -> Tensor:
+        """Inputs of slots `[first_slot, first_slot + num_slots)` of a token stream `[B, n]` (frames in view, raster).
+
+        Slot i holds token i-1 (the start token at slot 0) plus the position of token i, the one it predicts.
+        """
+        slots = torch.arange(first_slot, first_slot + num_slots, device=stream.device)
+        previous = self.token_embed(F.pad(stream, (1, 0))[:, slots])  # padded stream: index i is token i-1
+        previous = torch.where((slots == 0)[None, :, None], self.start_token.to(previous.dtype), previous)
+        return (
+            previous + self.cell_embed(slots % self.tokens_per_frame) + self.frame_embed(slots // self.tokens_per_frame)
+        )
+
+    def _ar_forward(
+        self, inputs: Tensor, prefix_mask: Tensor, past: Any = None, use_cache: bool = False
+    ) -> tuple[Tensor, Any]:
+        return self.ar(
+            inputs,
+            block_size=1,  # raster order: plain causal attention over tokens, after the bidirectional prefix
+            past=past,
+            use_cache=use_cache or past is not None,
+            prefix_len=prefix_mask.shape[1],
+            prefix_mask=prefix_mask,
+        )
+
+
+def _concat(known: Tensor, mask: Tensor) -> Tensor:
+    """Channel-concat input of the denoiser: known latents (zero elsewhere) and the known-mask as one extra channel."""
+    return torch.cat([known * mask, mask.expand(*known.shape[:2], 1, *known.shape[3:])], dim=2)

@@ -1,0 +1,206 @@
+"""video_ar: the pure autoregressive baseline. Every frame is VQ tokens, and one causal transformer predicts them all.
+
+Paper idea: VideoGPT (Yan et al., 2021) / LVT (Rakhimov et al., 2020): a frozen VQ autoencoder turns each frame into
+a grid of discrete codes, and a GPT-style transformer models the flattened code sequence, raster order within a
+frame and frame after frame, with a next-token cross-entropy loss.
+
+How the work divides: AR does everything, diffusion nothing. The text prompt is a prefix of token embeddings that
+every position attends (classifier-free guidance mixes the logits of the prompt and the null prompt ""); context
+frames are encoded to tokens and teacher-forced; sampling is token by token (temperature / top-k) with a KV cache.
+
+Each input slot holds the previous token plus learned embeddings of the position of the token it predicts (cell
+within the frame, frame within the view) on top of the transformer's rotary positions. Videos longer than a clip
+slide a view of the last `clip_length - 1` frames; the cache is re-filled whenever the view slides or the prompt
+changes (scripts re-prefix at segment boundaries), so every frame is written in the situation training showed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.components.ar import ARConfig, CausalTransformer, sample_tokens
+from zoo.components.autoencoder import load_autoencoder
+from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.config import ConfigError
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.registry import register_model
+
+
+@dataclass
+class VideoARConfig(ModelConfig):
+    """The VQ autoencoder, text encoder, transformer size and how tokens are sampled.
+
+    text_dropout: share of training prompts replaced by "" (teaches the unconditional branch for guidance).
+    guidance_scale: classifier-free guidance on the prompt (1 = none). temperature / top_k (0 = off): sampling.
+    use_kv_cache: cached decoding; gives the same samples as the uncached reference, faster.
+    """
+
+    autoencoder: str = "moving_digits_vq"
+    text_encoder: str = "learned"
+    text_dim: int = 64
+    text_dropout: float = 0.1
+    ar: ARConfig = field(default_factory=ARConfig)
+    temperature: float = 1.0
+    top_k: int = 0
+    guidance_scale: float = 1.0
+    use_kv_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.clip_length < 2:
+            raise ConfigError(f"clip_length must be >= 2 (a sliding view needs history), got {self.clip_length}")
+        if not 0.0 <= self.text_dropout <= 1.0:
+            raise ConfigError(f"text_dropout must be a probability in [0, 1], got {self.text_dropout}")
+        if self.temperature <= 0 or self.top_k < 0 or self.guidance_scale < 0:
+            raise ConfigError(
+                "need temperature > 0, top_k >= 0 (0 = off) and guidance_scale >= 0, got "
+                f"{self.temperature}, {self.top_k} and {self.guidance_scale}"
+            )
+
+
+@register_model("video_ar", config=VideoARConfig)
+class VideoAR(VideoGenerator):
+    """VideoGPT-style next-token prediction over the VQ tokens of every frame, with a text prefix and a KV cache."""
+
+    strategy = "pure_ar"
+    supported_conditions = frozenset({"text", "context", "script"})
+
+    def __init__(self, config: VideoARConfig) -> None:
+        super().__init__(config)
+        self.autoencoder = load_autoencoder(config.autoencoder)
+        ae = self.autoencoder.config
+        if ae.kind != "vq":
+            raise ConfigError(f"autoencoder '{config.autoencoder}' is a {ae.kind} autoencoder; video_ar needs a vq one")
+        if (ae.channels, ae.image_size) != (config.channels, config.image_size):
+            raise ConfigError(
+                f"autoencoder '{config.autoencoder}' codes {ae.channels}x{ae.image_size}px frames but the model makes "
+                f"{config.channels}x{config.image_size}px; set channels/image_size or pick another autoencoder"
+            )
+        _, rows, cols = self.autoencoder.latent_shape
+        self.tokens_per_frame = rows * cols
+        if config.ar.max_positions < config.clip_length * self.tokens_per_frame + 64:
+            raise ConfigError(
+                f"ar.max_positions={config.ar.max_positions} cannot hold a text prefix plus {config.clip_length} frames "
+                f"of {self.tokens_per_frame} tokens; raise it"
+            )
+        width = config.ar.dim
+        self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
+        self.text_proj = nn.Linear(config.text_dim, width)
+        self.transformer = CausalTransformer(config.ar, vocab_size=self.autoencoder.codebook_size)
+        self.token_embed = nn.Embedding(self.autoencoder.codebook_size, width)
+        self.cell_embed = nn.Embedding(self.tokens_per_frame, width)
+        self.frame_embed = nn.Embedding(config.clip_length, width)
+        self.start_token = nn.Parameter(torch.randn(width) * 0.02)  # input of slot 0, which predicts the first token
+
+    def metadata(self) -> dict[str, Any]:
+        """Base facts plus the sampling cost knobs the throughput report needs."""
+        return {
+            **super().metadata(),
+            "tokens_per_frame": self.tokens_per_frame,
+            "use_kv_cache": self.config.use_kv_cache,
+            "guidance_scale": self.config.guidance_scale,
+        }
+
+    # ---- training ------------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> Tensor:
+        """Next-token cross-entropy over the VQ tokens of a clip, prompts dropped to "" at `text_dropout`."""
+        video = batch["video"][:, : self.clip_length]
+        prompts = list(batch.get("text") or [NULL_PROMPT] * video.shape[0])
+        prompts = drop_prompts(prompts, self.config.text_dropout)
+        with torch.no_grad():
+            stream = self.autoencoder.encode_video_tokens(video).flatten(1)  # [B, T*h*w], raster within a frame
+        prefix, prefix_mask = self._prefix(prompts)
+        inputs = torch.cat([prefix, self._slot_embeds(stream, 0, stream.shape[1])], dim=1)
+        hidden, _ = self._transformer(inputs, prefix_mask)
+        logits = self.transformer.token_head(hidden[:, prefix.shape[1] :])
+        return F.cross_entropy(logits.flatten(0, 1), stream.flatten())
+
+    # ---- generation ----------------------------------------------------------------------------------
+    def generate_inner(
+        self, num_videos: int, num_frames: int, cond: Conditioning, generator: torch.Generator
+    ) -> Tensor:
+        prompts = cond.prompts_per_frame(num_videos, num_frames) or [[NULL_PROMPT] * num_frames] * num_videos
+        tokens = torch.zeros(num_videos, 0, self.tokens_per_frame, dtype=torch.long, device=self.device)
+        if cond.context is not None:
+            tokens = self.autoencoder.encode_video_tokens(cond.context).flatten(2)
+        num_known = tokens.shape[1]
+        tokens = self.sample_tokens(tokens, num_frames, prompts, generator)
+        new = tokens[:, num_known:].unflatten(2, self.autoencoder.latent_shape[1:])
+        video = self.autoencoder.decode_video_tokens(new)
+        if cond.context is not None:
+            # Context frames are observations, not samples: hand them back exactly as given.
+            video = torch.cat([cond.context, video], dim=1)
+        return video
+
+    @torch.no_grad()
+    def sample_tokens(
+        self, tokens: Tensor, num_frames: int, prompts: list[list[str]], generator: torch.Generator
+    ) -> Tensor:
+        """Extend tokens `[B, T0, h*w]` to `[B, num_frames, h*w]`, token by token, under prompts `[B][num_frames]`.
+
+        The view is the last `clip_length - 1` frames plus the one being written. With `use_kv_cache` each step
+        feeds one token and the cache lives until the view slides or the prompt changes; without it, every step
+        runs the whole view (the reference the cache must match).
+        """
+        num_videos = tokens.shape[0]
+        view, cache = None, None
+        for frame in range(tokens.shape[1], num_frames):
+            start = max(0, frame - (self.clip_length - 1))
+            frame_prompts = [video_prompts[frame] for video_prompts in prompts]
+            if view != (start, frame_prompts):
+                view, cache = (start, frame_prompts), None
+                guided = self.config.guidance_scale != 1.0 and any(p != NULL_PROMPT for p in frame_prompts)
+                # Guidance runs the prompt and the null prompt as one batch of 2B rows.
+                null_prompts = [NULL_PROMPT] * num_videos if guided else []
+                prefix, prefix_mask = self._prefix(frame_prompts + null_prompts)
+            history = tokens[:, start:frame].flatten(1)
+            new = history.new_zeros(num_videos, 0)
+            for _ in range(self.tokens_per_frame):
+                stream = torch.cat([history, new], dim=1).repeat(prefix.shape[0] // num_videos, 1)
+                slot = stream.shape[1]  # the slot whose output predicts the next token
+                if cache is None:
+                    inputs = torch.cat([prefix, self._slot_embeds(stream, 0, slot + 1)], dim=1)
+                    hidden, cache = self._transformer(inputs, prefix_mask, use_cache=self.config.use_kv_cache)
+                else:
+                    hidden, cache = self._transformer(self._slot_embeds(stream, slot, 1), prefix_mask, past=cache)
+                logits = self.transformer.token_head(hidden[:, -1])
+                if logits.shape[0] > num_videos:
+                    cond_logits, uncond_logits = logits.chunk(2)
+                    logits = uncond_logits + self.config.guidance_scale * (cond_logits - uncond_logits)
+                token = sample_tokens(logits, generator, self.config.temperature, self.config.top_k)
+                new = torch.cat([new, token[:, None]], dim=1)
+            tokens = torch.cat([tokens, new[:, None]], dim=1)
+        return tokens
+
+    # ---- the transformer's inputs ------------------------------------------------------------------------
+    def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Text prefix `[B, L, dim]` and its mask `[B, L]` (True = real token)."""
+        text, mask, _ = self.text_encoder.encode(prompts)
+        return self.text_proj(text), mask
+
+    def _slot_embeds(self, stream: Tensor, first_slot: int, num_slots: int) -> Tensor:
+        """Inputs of slots `[first_slot, first_slot + num_slots)` of a token stream `[B, n]` (frames in view, raster).
+
+        Slot i holds token i-1 (the start token at slot 0) plus the position of token i, the one it predicts.
+        """
+        slots = torch.arange(first_slot, first_slot + num_slots, device=stream.device)
+        previous = self.token_embed(F.pad(stream, (1, 0))[:, slots])  # padded stream: index i is token i-1
+        previous = torch.where((slots == 0)[None, :, None], self.start_token.to(previous.dtype), previous)
+        position = self.cell_embed(slots % self.tokens_per_frame) + self.frame_embed(slots // self.tokens_per_frame)
+        return previous + position
+
+    def _transformer(
+        self, inputs: Tensor, prefix_mask: Tensor, past: Any = None, use_cache: bool = False
+    ) -> tuple[Tensor, Any]:
+        return self.transformer(
+            inputs,
+            block_size=1,  # raster order: plain causal attention over tokens, after the bidirectional prefix
+            past=past,
+            use_cache=use_cache or past is not None,
+            prefix_len=prefix_mask.shape[1],
+            prefix_mask=prefix_mask,
+        )
