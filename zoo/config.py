@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -76,7 +77,7 @@ def parse_overrides(dotlist: Sequence[str]) -> DictConfig:
             raise ConfigError(f"override '{item}' must look like key=value")
     try:
         return OmegaConf.from_dotlist(list(dotlist))
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot parse overrides {list(dotlist)}: {exc}".splitlines()[0]) from exc
 
 
@@ -102,7 +103,12 @@ def build_config(
         except ValidationError as exc:
             key = _full_key(exc)
             raise ConfigError(f"bad value for '{key}' in {where}: {exc}".splitlines()[0]) from exc
-    missing = sorted(OmegaConf.missing_keys(merged))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"invalid {where}: {exc}".splitlines()[0]) from exc
+    try:
+        missing = sorted(OmegaConf.missing_keys(merged))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid {where}: {exc}".splitlines()[0]) from exc
     if missing:
         raise ConfigError(f"missing required value(s) {missing} in {where}; set them in the YAML or as key=value")
     try:

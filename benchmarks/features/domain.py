@@ -68,20 +68,26 @@ class DomainVideoNet(nn.Module):
         self.config = config
         self.label_names = tuple(config.heads)
         width = config.width
+        # GroupNorm (not BatchNorm): a video's features must not depend on the other videos in its batch.
         self.frame_encoder = nn.Sequential(
             nn.Conv2d(config.in_channels, width // 2, 4, stride=2, padding=1),
+            nn.GroupNorm(8, width // 2),
             nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
+            nn.GroupNorm(8, width),
             nn.GELU(),
             nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.GroupNorm(8, width),
             nn.GELU(),
         )
         # Where things are (a 4x4 grid, which motion needs) and what is anywhere (a global max, which identity needs).
         self.frame_projection = nn.Linear(width * 17, config.frame_dim)
         self.temporal = nn.Sequential(
             nn.Conv1d(config.frame_dim, config.video_dim, 3, padding=1),
+            nn.GroupNorm(8, config.video_dim),
             nn.GELU(),
             nn.Conv1d(config.video_dim, config.video_dim, 3, padding=1),
+            nn.GroupNorm(8, config.video_dim),
             nn.GELU(),
         )
         self.heads = nn.ModuleDict({name: nn.Linear(2 * config.video_dim, n) for name, n in config.heads.items()})

@@ -38,7 +38,7 @@ class DomainNetRecipe:
 
     dataset: str = "moving_digits"
     data: dict[str, Any] = field(default_factory=dict)
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 3e-3
     weight_decay: float = 0.01

@@ -17,8 +17,9 @@ from benchmarks.leaderboard.results import Board, Excluded
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
-WIDTH, HEIGHT = 460, 280
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 28, 44
+WIDTH, HEIGHT = 560, 280
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 180, 28, 44  # the right margin holds the legend
+LEGEND_CHARS = 28
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -37,7 +38,9 @@ svg.chart { background: #fff; border: 1px solid #e4e4e4; }
 svg.chart text { font-size: 11px; fill: #333; } svg.chart .grid { stroke: #eee; }
 svg.chart .axis { stroke: #666; } svg.chart .title { font-size: 13px; font-weight: 600; }
 .strips { display: flex; flex-wrap: wrap; gap: 1rem; }
-.strips figure { margin: 0; } .strips img { image-rendering: pixelated; max-width: 560px; border: 1px solid #ddd; }
+.table-scroll { overflow-x: auto; max-width: 100%; }
+.strips figure { margin: 0; }
+.strips img { image-rendering: pixelated; height: 96px; width: auto; max-width: 100%; border: 1px solid #ddd; }
 .strips figcaption { font-family: ui-monospace, monospace; font-size: .8rem; }
 """
 
@@ -87,13 +90,17 @@ def _tick_label(value: float) -> str:
 
 
 def svg_chart(series: Sequence[Series], title: str, x_label: str, y_label: str, css_class: str,
-              lines: bool = True, log_x: bool = False) -> str:
-    """An SVG line (or scatter) chart with axes, ticks and a legend; `css_class` names what it shows."""
+              lines: bool = True, log_x: bool = False, x_ticks: list[float] | None = None) -> str:
+    """An SVG line (or scatter) chart with axes, ticks and a legend; `css_class` names what it shows.
+
+    `x_ticks` fixes the x ticks (e.g. the rollout multipliers); by default they are chosen to fit the data.
+    """
     points = [p for s in series for p in s.points]
     if log_x:
         points = [(math.log10(x), y) for x, y in points if x > 0]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x_ticks = _ticks(min(xs), max(xs)) if not log_x else list(range(math.floor(min(xs)), math.ceil(max(xs)) + 1))
+    if x_ticks is None:
+        x_ticks = _ticks(min(xs), max(xs)) if not log_x else list(range(math.floor(min(xs)), math.ceil(max(xs)) + 1))
     if len(x_ticks) < 2:
         x_ticks = [x_ticks[0], x_ticks[0] + 1]
     y_ticks = _ticks(min(ys), max(ys))
@@ -138,8 +145,10 @@ def svg_chart(series: Sequence[Series], title: str, x_label: str, y_label: str, 
             parts.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{item.color}">'
                          f'<title>{label}</title></circle>')
         legend_y = MARGIN_TOP + 6 + 14 * index
-        parts.append(f'<rect x="{WIDTH - MARGIN_RIGHT - 150}" y="{legend_y - 8}" width="9" height="9" '
-                     f'fill="{item.color}"/><text x="{WIDTH - MARGIN_RIGHT - 137}" y="{legend_y}">{label}</text>')
+        short = item.label if len(item.label) <= LEGEND_CHARS else item.label[: LEGEND_CHARS - 1] + "…"
+        parts.append(f'<rect x="{WIDTH - MARGIN_RIGHT + 12}" y="{legend_y - 8}" width="9" height="9" '
+                     f'fill="{item.color}"/><text x="{WIDTH - MARGIN_RIGHT + 25}" y="{legend_y}">'
+                     f"<title>{label}</title>{html.escape(short)}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -148,11 +157,17 @@ def _colors(board: Board) -> dict[str, str]:
     return {row_id: PALETTE[i % len(PALETTE)] for i, row_id in enumerate(sorted(r.id for r in board.rows))}
 
 
+def _labels(board: Board) -> dict[str, str]:
+    # One tag on the whole board (one recipe): the model name alone tells the rows apart in a legend.
+    tags = {row.first["model"]["tag"] for row in board.rows}
+    return {row.id: row.first["model"]["name"] if len(tags) == 1 else row.id for row in board.rows}
+
+
 def _charts(board: Board) -> list[str]:
-    colors = _colors(board)
+    colors, labels = _colors(board), _labels(board)
     charts = []
     primary = board.primary_metric
-    speed = [Series(row.id, colors[row.id], [(row.cost("sampling_seconds_per_frame"), row.metrics[primary].mean)])
+    speed = [Series(labels[row.id], colors[row.id], [(row.cost("sampling_seconds_per_frame"), row.metrics[primary].mean)])
              for row in board.rows
              if row.metrics[primary].mean is not None and row.cost("sampling_seconds_per_frame")]
     if speed:
@@ -166,7 +181,7 @@ def _charts(board: Board) -> list[str]:
             curve = row.curve(key)
             if curve is not None:
                 points = [(x, y) for x, y in zip(*curve, strict=True) if y is not None]
-                series.append(Series(row.id, colors[row.id], points))
+                series.append(Series(labels[row.id], colors[row.id], points))
         series = [s for s in series if s.points]
         if series:
             charts.append(svg_chart(series, f"{key} over time", "frame", key, "quality-over-time"))
@@ -182,11 +197,11 @@ def _charts(board: Board) -> list[str]:
         for row in board.rows:
             points = [(float(r), row.metrics[k].mean) for r, k in sorted(keyed) if row.metrics[k].mean is not None]
             if points:
-                series.append(Series(row.id, colors[row.id], points))
+                series.append(Series(labels[row.id], colors[row.id], points))
         if series:
             direction = arrow(board.higher_is_better[keyed[0][1]])
-            charts.append(svg_chart(series, f"{variant} {direction} vs rollout length", "rollout (x training length)",
-                                    variant, "quality-over-time"))
+            charts.append(svg_chart(series, f"{variant} {direction} vs rollout length", "rollout (x the 1x length)",
+                                    variant, "quality-over-time", x_ticks=[float(r) for r, _ in sorted(keyed)]))
     return charts
 
 
@@ -214,8 +229,8 @@ def _table(board: Board, index: int) -> str:
             cells.append(f'<td data-value="{"" if value is None else repr(value)}">{format_cost(key, value)}</td>')
         cells.append(f'<td data-value="{" ".join(map(str, row.seeds))}">{",".join(map(str, row.seeds))}</td>')
         rows.append(f'<tr data-id="{html.escape(row.id)}">' + "".join(cells) + "</tr>")
-    return (f'<table class="board" id="board-{index}"><thead><tr>{"".join(headers)}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return (f'<div class="table-scroll"><table class="board" id="board-{index}"><thead><tr>{"".join(headers)}</tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) -> str:

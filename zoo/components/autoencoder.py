@@ -38,9 +38,9 @@ class AutoencoderConfig:
     """Architecture of a frame autoencoder.
 
     `block_widths` has one entry per resolution level; every level after the first halves the frame size, so the
-    latent grid is `image_size / 2 ** (len(block_widths) - 1)`. `norm="batch"` and `circular_padding` make every
-    latent cell a function of its neighbourhood only (see `_batch_norms`, `_wrap_convolutions`). `scaling_factor`
-    brings latents to about unit variance; training measures and sets it.
+    latent grid is `image_size / 2 ** (len(block_widths) - 1)`. `circular_padding` makes the convolutions wrap
+    around the frame edges (see `_wrap_convolutions`). `scaling_factor` brings latents to about unit variance;
+    training measures and sets it.
     """
 
     kind: str = "kl"
@@ -51,7 +51,6 @@ class AutoencoderConfig:
     layers_per_block: int = 1
     norm_groups: int = 16
     mid_attention: bool = False
-    norm: str = "group"
     circular_padding: bool = False
     codebook_size: int = 512
     scaling_factor: float = 1.0
@@ -64,8 +63,6 @@ class AutoencoderConfig:
                 f"image_size {self.image_size} is not divisible by the downsample factor {self.downsample}; "
                 "change block_widths (one level per halving) or image_size"
             )
-        if self.norm not in ("group", "batch"):
-            raise ConfigError(f"autoencoder norm '{self.norm}' is unknown; use 'group' or 'batch'")
         bad = [w for w in self.block_widths if w % self.norm_groups]
         if bad:
             raise ConfigError(f"block widths {bad} are not divisible by norm_groups={self.norm_groups}")
@@ -115,31 +112,16 @@ def _build_diffusers_model(config: AutoencoderConfig) -> AutoencoderKL | VQModel
         mid_block_add_attention=config.mid_attention,
     )
     model = AutoencoderKL(**shared) if config.kind == "kl" else VQModel(**shared, num_vq_embeddings=config.codebook_size)
-    if config.norm == "batch":
-        _batch_norms(model)
     if config.circular_padding:
         _wrap_convolutions(model)
     return model
 
 
-def _batch_norms(model: nn.Module) -> None:
-    """Replace every GroupNorm by a BatchNorm2d, whose statistics at inference are fixed running averages.
-
-    GroupNorm normalises each frame by its own statistics, so a digit in one corner shifts every latent cell: with
-    it, a 4x4-pixel blob changes most of the 64 codes of a frame, and codes become unpredictable for an AR model.
-    """
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.GroupNorm):
-                setattr(parent, name, nn.BatchNorm2d(child.num_channels, eps=child.eps))
-
-
 def _wrap_convolutions(model: nn.Module) -> None:
     """Pad every convolution circularly, so the network sees the frame as a torus and has no borders.
 
-    With zero padding every cell of an 8x8 latent grid is within reach of a border, so a blank background becomes
-    a different code in nearly every cell; wrapped, it is one code everywhere, which makes tokens far easier for an
-    AR model to predict.
+    With zero padding every cell of an 8x8 latent grid is within reach of a border, so a blank frame becomes a
+    different code in nearly every cell; wrapped, the encoder is shift-equivariant and a blank frame is one code.
     """
     for module in model.modules():
         if isinstance(module, Downsample2D) and module.use_conv and module.padding == 0:

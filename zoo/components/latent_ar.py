@@ -32,6 +32,11 @@ TextPrefix = tuple[Tensor, Tensor]
 
 EncodeText = Callable[[list[str]], TextPrefix]
 
+# MAR trains its head on epsilon; the scaled-linear schedule keeps epsilon prediction stable at few sampling steps.
+MAR_HEAD_DIFFUSION = {
+    "prediction_type": "epsilon", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+}
+
 
 @dataclass
 class NextLatentConfig:
@@ -40,6 +45,7 @@ class NextLatentConfig:
     context_noise_train: AR inputs are noised by `level * N(0, 1)`, level uniform in [0, this] per frame, in training.
     context_noise_inference: the fixed level used when sampling (for given context frames and generated ones alike).
     head_batch_mul: noise draws per AR vector in training (MAR's diffusion batch multiplier).
+    diffusion: the head's process; by default MAR's epsilon objective on a scaled-linear schedule.
     """
 
     transformer: ARConfig = field(default_factory=ARConfig)
@@ -49,7 +55,7 @@ class NextLatentConfig:
     head_batch_mul: int = 2
     context_noise_train: float = 0.3
     context_noise_inference: float = 0.05
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**MAR_HEAD_DIFFUSION))
 
     def __post_init__(self) -> None:
         if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:

@@ -8,8 +8,8 @@ How AR and diffusion divide the work: every frame is encoded by the frozen KL au
 cut into patch tokens. A block-causal transformer reads `[text prefix][start block][frame 0]...[frame n-1]` (tokens of
 a frame see each other, frames see only earlier frames) and emits one conditioning vector per token of frame n: the AR
 model decides *what* comes next (layout, identity, motion). A small per-token diffusion head (AdaLN MLP) then denoises
-each token of frame n from noise given its vector: diffusion models the *continuous value*, so no quantization is
-needed. Generation iterates frame by frame, each new frame appended to the KV cache as one block.
+each token of frame n from noise given its vector (trained with MAR's epsilon objective): diffusion models the
+*continuous value*, so no quantization is needed. Generation iterates frame by frame, each new frame appended to the KV cache as one block.
 
 Conditions: text is the prefix (prompts dropped to "" in training for classifier-free guidance, used by the diffusion
 head at sampling); context frames are encoded and placed as the first frames of the sequence; a script switches the

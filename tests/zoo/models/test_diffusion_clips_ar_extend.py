@@ -177,7 +177,7 @@ def test_both_parts_learn_on_moving_digits(tmp_path):
     data.setup("fit")
     batch = next(iter(data.val_dataloader()))
     before = _part_losses(model, batch)
-    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=120, batch_size=8, enable_progress_bar=False))
+    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=100, batch_size=8, enable_progress_bar=False))
     after = _part_losses(model, batch)
     for part in ("diffusion", "ar"):
         assert after[part] <= before[part] / 2, f"{part} loss went {before[part]:.3f} -> {after[part]:.3f}"
