@@ -75,10 +75,15 @@ def parse_overrides(dotlist: Sequence[str]) -> DictConfig:
     for item in dotlist:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value")
-    try:
-        return OmegaConf.from_dotlist(list(dotlist))
-    except (OmegaConfBaseException, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot parse overrides {list(dotlist)}: {exc}".splitlines()[0]) from exc
+    for item in dotlist:  # one at a time, so an error names the item
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"cannot parse override '{item}' ({reason}); values are YAML, e.g. k=[1,2] or k='a b'"
+            ) from exc
+    return OmegaConf.from_dotlist(list(dotlist))
 
 
 def build_config(

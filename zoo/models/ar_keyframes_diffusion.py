@@ -1,10 +1,10 @@
 """ar_keyframes_diffusion: an AR planner writes sparse keyframes, a video diffusion renderer fills in the frames between.
 
-Paper idea: hierarchical keyframe-then-interpolate generation, as in NUWA-XL's coarse-to-fine "diffusion over
-diffusion" (Yin et al. 2023), Phenaki/CogVideo-style keyframe generation followed by frame interpolation, and the
-plan-then-render split of MAGI / "AR keyframes + diffusion in-betweening" hybrids. The planner is a next-latent AR model
-(MAR / NOVA-style diffusion head), the renderer a latent video diffusion model with masked (channel-concat) conditioning
-on both end frames, as in MCVD's interpolation mode (Voleti et al. 2022).
+Paper idea: hierarchical keyframes-then-interpolation generation, as in CogVideo (Hong et al. 2022: an AR transformer
+writes keyframes at a low frame rate, then frames are interpolated between them) and NUWA-XL (Yin et al. 2023: coarse
+keyframes first, then local models fill each gap conditioned on both of its ends). Here the planner is a next-latent AR
+model with a MAR / NOVA-style diffusion head, and the renderer a latent video diffusion model with masked
+(channel-concat) conditioning on both end frames, as in MCVD's interpolation mode (Voleti et al. 2022).
 
 How AR and diffusion divide the work: the AR planner owns the long range. It runs over the keyframes only — every
 `keyframe_interval` (k) frames, plus the last frame — so one planner step covers k frames of motion and long videos
@@ -26,7 +26,8 @@ its segment (the planner re-fills its cache under the new prefix). Longer videos
 keyframes with a sliding window (re-filled KV cache), then windows are rendered between them. Training is joint on data
 clips: the planner on random keyframe sub-sequences of the clip (random context length and clip length, so every gap
 and context pattern occurs), the renderer on random (k+1)-frame windows with ground-truth keyframes at both ends
-(teacher forcing) and sometimes a known prefix (the short-last-window and context cases).
+(teacher forcing) and sometimes a known prefix (the short-last-window and context cases). Both diffusion parts use the
+epsilon objective on a scaled-linear schedule (MAR's head objective; Stable Diffusion's schedule).
 """
 
 from __future__ import annotations

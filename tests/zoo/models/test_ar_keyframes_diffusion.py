@@ -113,7 +113,7 @@ def test_kv_cached_planning_equals_uncached(model):
         model.config.use_kv_cache = use_kv_cache
         plans[use_kv_cache] = model.plan_keyframes(known, positions, prompts, torch.Generator().manual_seed(4))
     model.config.use_kv_cache = True
-    torch.testing.assert_close(plans[True], plans[False], atol=1e-5, rtol=0)
+    torch.testing.assert_close(plans[True], plans[False], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(plans[True][:, :2], known, atol=0, rtol=0)
 
 
@@ -131,7 +131,7 @@ def test_ar_keyframes_diffusion_learns_moving_digits(tmp_path):
     clips = create_dataset("moving_digits", "val", num_frames=model.clip_length)
     held_out = next(iter(DataLoader(clips, batch_size=16)))
     before = _held_out_losses(model.train(), held_out)
-    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=60, batch_size=8, enable_progress_bar=False))
+    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=40, batch_size=8, enable_progress_bar=False))
     after = _held_out_losses(model.train(), held_out)
     for part in ("planner", "renderer"):
         assert after[part] < 0.5 * before[part], f"{part} loss went from {before[part]:.3f} to {after[part]:.3f}"

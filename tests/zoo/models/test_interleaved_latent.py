@@ -141,6 +141,6 @@ def test_interleaved_latent_learns_moving_digits(tmp_path):
     clips = create_dataset("moving_digits", "val", num_frames=model.clip_length)
     held_out = next(iter(DataLoader(clips, batch_size=16)))
     before = _held_out_loss(model.train(), held_out)
-    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=60, batch_size=8, enable_progress_bar=False))
+    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=40, batch_size=8, enable_progress_bar=False))
     after = _held_out_loss(model.train(), held_out)
     assert after < 0.5 * before, f"held-out loss went from {before:.3f} to {after:.3f}"
