@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-# One connection attempt may take this long before we try the next URL; keeps the offline failure within seconds.
+# A connection (or a stalled read) may take this long before we give up on a URL: offline failures take seconds.
 CONNECT_TIMEOUT_S = 5.0
 
 

@@ -11,7 +11,7 @@ random weights. Video extractors map `[B, T, C, H, W]` in [0, 1] to `[B, d]`; fr
     inception_clean                  clean-fid "clean" Inception-v3, 2048-d (frames)
     inception_torchmetrics           torchmetrics/torch-fidelity Inception-v3, 2048-d (frames; needs torch-fidelity)
     lpips_alex                       LPIPS v0.1 AlexNet (for tLP)
-    domain_moving_digits             our network for moving_digits (see domain.py), 256-d video features
+    domain_moving_digits             our network for moving_digits (see domain.py), 384-d video features
     domain_moving_digits.frames      its 128-d frame features (FID-domain)
     domain_moving_digits.classifier  its label heads (prompt adherence); same three for domain_bouncing_shapes
 """

@@ -6,10 +6,10 @@ our own small video classifier on each dataset's labels (`benchmarks/features/tr
 sha256 and held-out accuracy (`benchmarks/features/weights/domain_<dataset>.{safetensors,json}`).
 
 One network gives three things:
-- frame features (`FID-domain`): each frame through a small 2D CNN; its 4x4-pooled map (where things are) and
-  global max (what is there) projected to 128-d;
-- video features (`FVD-domain`): temporal convolutions over the frame features, the first step and the mean over
-  time concatenated (256-d), so both where a clip starts and how it moves count;
+- frame features (`FID-domain`): each frame through a small 2D CNN; its 8x8-pooled map (where things are) and
+  a global max of a deeper map (what is there) projected to 128-d;
+- video features (`FVD-domain`): temporal convolutions over the frame features; the first step, the mean and the
+  max over time concatenated (384-d), so where a clip starts, how it moves and what it shows all count;
 - class predictions (prompt adherence): one head per label, named as the dataset's `labels` entries so that
   `PromptAdherence(classifier).update(videos, {name: batch["labels"][name] ...})` works directly. Set-valued labels
   (padded with -1, e.g. the digits of a two-digit clip) are multi-label heads; the others single-label heads.
@@ -69,19 +69,22 @@ class DomainVideoNet(nn.Module):
         self.label_names = tuple(config.heads)
         width = config.width
         # GroupNorm (not BatchNorm): a video's features must not depend on the other videos in its batch.
-        self.frame_encoder = nn.Sequential(
+        self.stem = nn.Sequential(
             nn.Conv2d(config.in_channels, width // 2, 4, stride=2, padding=1),
             nn.GroupNorm(8, width // 2),
             nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
             nn.GroupNorm(8, width),
             nn.GELU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1),
-            nn.GroupNorm(8, width),
+        )
+        self.content = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 2 * width),
             nn.GELU(),
         )
-        # Where things are (a 4x4 grid, which motion needs) and what is anywhere (a global max, which identity needs).
-        self.frame_projection = nn.Linear(width * 17, config.frame_dim)
+        # Where things are (the stem's map pooled to 8x8, which motion needs) and what is anywhere (a global max of
+        # the deeper map, which identity needs), projected together.
+        self.frame_projection = nn.Linear(width * 64 + 2 * width, config.frame_dim)
         self.temporal = nn.Sequential(
             nn.Conv1d(config.frame_dim, config.video_dim, 3, padding=1),
             nn.GroupNorm(8, config.video_dim),
@@ -90,7 +93,7 @@ class DomainVideoNet(nn.Module):
             nn.GroupNorm(8, config.video_dim),
             nn.GELU(),
         )
-        self.heads = nn.ModuleDict({name: nn.Linear(2 * config.video_dim, n) for name, n in config.heads.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(3 * config.video_dim, n) for name, n in config.heads.items()})
 
     def _check(self, x: Tensor, dims: int) -> None:
         if x.ndim != dims or x.shape[-3] != self.config.in_channels:
@@ -102,18 +105,19 @@ class DomainVideoNet(nn.Module):
     def frame_features(self, frames: Tensor) -> Tensor:
         """Frames `[N, C, H, W]` in [0, 1] -> `[N, frame_dim]`."""
         self._check(frames, 4)
-        maps = self.frame_encoder(frames * 2 - 1)
-        where = F.adaptive_avg_pool2d(maps, 4).flatten(1)
-        what = maps.amax(dim=(2, 3))
+        maps = self.stem(frames * 2 - 1)
+        where = F.adaptive_avg_pool2d(maps, 8).flatten(1)
+        what = self.content(maps).amax(dim=(2, 3))
         return self.frame_projection(torch.cat([where, what], dim=1))
 
     def video_features(self, videos: Tensor) -> Tensor:
-        """Videos `[B, T, C, H, W]` in [0, 1] -> `[B, 2 * video_dim]` (first step and mean over time)."""
+        """Videos `[B, T, C, H, W]` in [0, 1] -> `[B, 3 * video_dim]`: the first step (how the clip starts), and the
+        mean and max over time (a digit seen clearly in any frame, e.g. once two digits stop overlapping)."""
         self._check(videos, 5)
         batch, frames = videos.shape[:2]
         per_frame = self.frame_features(videos.flatten(0, 1)).view(batch, frames, -1)
         hidden = self.temporal(per_frame.transpose(1, 2))  # [B, video_dim, T]
-        return torch.cat([hidden[:, :, 0], hidden.mean(dim=2)], dim=1)
+        return torch.cat([hidden[:, :, 0], hidden.mean(dim=2), hidden.amax(dim=2)], dim=1)
 
     def forward(self, videos: Tensor) -> dict[str, Tensor]:
         features = self.video_features(videos)
@@ -214,7 +218,7 @@ class DomainVideoFeatures(nn.Module):
     def __init__(self, network: DomainVideoNet) -> None:
         super().__init__()
         self.network = network
-        self.num_features = 2 * network.config.video_dim
+        self.num_features = 3 * network.config.video_dim
 
     def forward(self, videos: Tensor) -> Tensor:
         return self.network.video_features(videos)

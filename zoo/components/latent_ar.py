@@ -32,8 +32,9 @@ TextPrefix = tuple[Tensor, Tensor]
 
 EncodeText = Callable[[list[str]], TextPrefix]
 
-# MAR trains its head on epsilon; the scaled-linear schedule keeps epsilon prediction stable at few sampling steps.
-MAR_HEAD_DIFFUSION = {
+# MAR trains its head on epsilon; Stable Diffusion's scaled-linear schedule keeps epsilon prediction stable at few
+# sampling steps (the cosine schedule's near-zero final SNR does not).
+EPSILON_DIFFUSION = {
     "prediction_type": "epsilon", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
 }
 
@@ -55,7 +56,7 @@ class NextLatentConfig:
     head_batch_mul: int = 2
     context_noise_train: float = 0.3
     context_noise_inference: float = 0.05
-    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**MAR_HEAD_DIFFUSION))
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**EPSILON_DIFFUSION))
 
     def __post_init__(self) -> None:
         if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:
@@ -277,4 +278,4 @@ class NextLatentAR(nn.Module):
         return stacked, stacked.new_full(stacked.shape[:2], self.config.context_noise_inference)
 
 
-__all__ = ["EncodeText", "NextLatentAR", "NextLatentConfig", "TextPrefix"]
+__all__ = ["EPSILON_DIFFUSION", "EncodeText", "NextLatentAR", "NextLatentConfig", "TextPrefix"]

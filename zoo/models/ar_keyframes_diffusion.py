@@ -41,7 +41,7 @@ from torch import Tensor
 
 from zoo.components.autoencoder import load_autoencoder
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
-from zoo.components.latent_ar import NextLatentAR, NextLatentConfig, TextPrefix
+from zoo.components.latent_ar import EPSILON_DIFFUSION, NextLatentAR, NextLatentConfig, TextPrefix
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
 from zoo.config import ConfigError
@@ -80,7 +80,7 @@ class RendererConfig:
     patch_size: int = 2
     mlp_ratio: float = 4.0
     known_prefix_probability: float = 0.3
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**EPSILON_DIFFUSION))
 
 
 @dataclass

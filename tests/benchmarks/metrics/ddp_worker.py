@@ -1,4 +1,6 @@
-"""One rank of the DDP metric test: `python ddp_worker.py RANK WORLD_SIZE PORT OUTPUT` (gloo, CPU, loopback)."""
+"""One rank of the DDP metric test: `python ddp_worker.py RANK WORLD_SIZE RENDEZVOUS_FILE OUTPUT` (gloo, CPU).
+
+A file rendezvous, not a TCP port: a port picked free by the parent can be taken by the time the ranks bind it."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import torch.distributed as dist
 from metric_helpers import sharded_metric_results
 
 
-def main(rank: int, world_size: int, port: int, output: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+def main(rank: int, world_size: int, rendezvous: str, output: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         results = sharded_metric_results(rank, world_size)
         if rank == 0:
@@ -20,4 +22,4 @@ def main(rank: int, world_size: int, port: int, output: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

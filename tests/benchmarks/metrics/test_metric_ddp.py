@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process(helpers, tmp_path):
-    output, port = tmp_path / "ddp_results.pt", free_port()
+    output, rendezvous = tmp_path / "ddp_results.pt", tmp_path / "rendezvous"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     ranks = [
-        subprocess.Popen([sys.executable, str(WORKER), str(rank), "2", str(port), str(output)], env=env,
+        subprocess.Popen([sys.executable, str(WORKER), str(rank), "2", str(rendezvous), str(output)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank in range(2)
     ]
