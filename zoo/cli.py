@@ -32,7 +32,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 PLUGINS_ENV = "ZOO_PLUGINS"
 # Subcommands whose trailing key=value arguments are config overrides.
-TAKES_OVERRIDES = ("train", "bench")
+TAKES_OVERRIDES = ("train", "bench", "score", "reference")
 
 
 def import_plugins(plugins: Sequence[str]) -> list[str]:
@@ -249,13 +249,56 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from benchmarks.harness import run_recipe
-    from benchmarks.leaderboard import print_table
 
     _route_lightning_logs()
     started = time.perf_counter()
-    results = run_recipe(args.recipe, list(args.overrides), force=args.force)
-    print_table(Path("leaderboard/results"))
+    results = run_recipe(args.recipe, list(args.overrides), force=args.force)  # prints the leaderboard table
     print(f"{len(results)} result file(s); total time {time.perf_counter() - started:.1f} s")
+
+
+def _protocol_and_device(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The protocol named on the command line (with key=value overrides) and this rank's device."""
+    from benchmarks.harness import load_protocol
+    from benchmarks.harness.distributed import init_from_env
+    from benchmarks.harness.runner import resolve_device
+
+    protocol = load_protocol(args.protocol, list(args.overrides) or None)
+    return protocol, init_from_env(resolve_device(args.device))
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from benchmarks.harness import score_external
+
+    protocol, device = _protocol_and_device(args)
+    path, result = score_external(args.samples_dir, protocol, args.out, args.tag, args.data_root, device)
+    if path is None:  # ranks other than 0 under torchrun
+        return
+    for key, entry in result["metrics"].items():
+        value = f"missing ({entry['missing_reason']})" if entry["value"] is None else f"{entry['value']:.6g}"
+        print(f"  {key}: {value}")
+    print(f"{result['id']} seed {result['seed']} on {protocol.name}: wrote {path}")
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    from benchmarks.harness import build_reference_statistics
+    from benchmarks.leaderboard import atomic_write_json
+
+    protocol, device = _protocol_and_device(args)
+    report = build_reference_statistics(protocol, args.data_root, device)
+    reference = report.reference
+    print(f"protocol {protocol.name} v{protocol.version}, hash {protocol.hash}")
+    print(f"real set: {len(reference)} clips, sha256 {reference.sha256} "
+          f"({'built' if report.reference_built else 'cached'}) in {reference.cache_dir}")
+    for key, prepared in report.statistics.items():
+        print(f"  {key}: {prepared.statistics or f'missing ({prepared.missing_reason})'}")
+    if args.prompts:
+        videos = {f"{rollout}x": [{"reference_index": index,
+                                   "prompt": reference.texts[index] if protocol.condition == "text" else None}
+                                  for index in protocol.reference_indices(rollout)]
+                  for rollout in protocol.rollouts}
+        atomic_write_json(args.prompts, {"protocol": protocol.name, "protocol_hash": protocol.hash,
+                                         "context_frames": protocol.context_frames, "videos": videos})
+        print(f"conditioning of every video to generate: {args.prompts}")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -309,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     p.add_argument("--force", action="store_true", help="redo finished entries")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("score", help="check a sample folder against a protocol and score it (any model's videos)")
+    p.add_argument("samples_dir", help="folder with manifest.json (or rollout sub-folders that each have one)")
+    p.add_argument("--protocol", required=True, help="protocol name in configs/bench/ (moving_digits, ...) or a path")
+    p.add_argument("--out", default="leaderboard/results", help="results folder (default leaderboard/results)")
+    p.add_argument("--tag", help="row tag of the result id <model>.<tag> (default: the manifest's, else <protocol>_external)")
+    p.add_argument("--data-root", help="the real dataset's folder, for protocols on user data")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda; under torchrun each rank scores a shard")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("reference", help="compute (or find cached) a protocol's real-set statistics")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("protocol", help="protocol name in configs/bench/ or a path")
+    p.add_argument("--data-root", help="the real dataset's folder, for protocols on user data")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--prompts", metavar="JSON", help="also write the prompt / reference clip of every video to generate")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol")
+    p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("leaderboard", help="build the leaderboard, or submit an external result")
     p.add_argument("action", choices=["build", "submit"])

@@ -120,3 +120,74 @@ def build_config(
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid {where}: {exc}".splitlines()[0]) from exc
+
+
+class UnknownNameError(KeyError):
+    """A name that is not registered (a model, a dataset, ...)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; a user wants it plain
+        return str(self.args[0])
+
+
+def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None) -> Mapping[str, Any] | None:
+    """Overrides given as a mapping pass through; a `key=value` dotlist is parsed."""
+    if overrides is None or isinstance(overrides, (Mapping, DictConfig)):
+        return overrides
+    return parse_overrides(list(overrides))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryEntry:
+    """A registered class, its config dataclass, and where its default YAML lives."""
+
+    name: str
+    cls: type
+    config_cls: type
+    yaml_folder: str
+
+    @property
+    def default_yaml(self) -> Path:
+        return config_dir() / self.yaml_folder / f"{self.name}.yaml"
+
+
+class ConfigRegistry:
+    """Names -> (class, config dataclass, `configs/<yaml_folder>/<name>.yaml`): the door to models and datasets.
+
+    `kind` names the things in messages; `base_cls` / `base_config` are what registered classes must extend;
+    `error` is the `UnknownNameError` subclass raised for an unknown name, `hint` the advice appended to it.
+    """
+
+    def __init__(self, kind: str, yaml_folder: str, base_cls: type, base_config: type,
+                 error: type[UnknownNameError], hint: str) -> None:
+        self.kind, self.yaml_folder, self.base_cls, self.base_config = kind, yaml_folder, base_cls, base_config
+        self.error, self.hint = error, hint
+        self.entries: dict[str, RegistryEntry] = {}
+
+    def register(self, name: str, cls: type, config_cls: type) -> type:
+        if not issubclass(cls, self.base_cls):
+            raise TypeError(f"{cls.__name__} must subclass {self.base_cls.__module__}.{self.base_cls.__name__} "
+                            f"to be registered as a {self.kind}")
+        if not issubclass(config_cls, self.base_config):
+            raise TypeError(f"config {config_cls.__name__} of {self.kind} {name} must extend "
+                            f"{self.base_config.__module__}.{self.base_config.__name__}")
+        existing = self.entries.get(name)
+        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"{self.kind} name '{name}' is already registered by {existing.cls.__qualname__}")
+        self.entries[name] = RegistryEntry(name, cls, config_cls, self.yaml_folder)
+        return cls
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def entry(self, name: str) -> RegistryEntry:
+        if name not in self.entries:
+            raise self.error(f"unknown {self.kind} '{name}'{did_you_mean(name, self.entries)}; {self.hint}")
+        return self.entries[name]
+
+    def config(self, name: str, overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None,
+               config_path: str | Path | None = None) -> Any:
+        """The validated config of `name`: dataclass defaults < YAML (its default or `config_path`) < overrides."""
+        entry = self.entry(name)
+        yaml_path = Path(config_path) if config_path is not None else entry.default_yaml
+        yaml = load_yaml(yaml_path) if (config_path is not None or yaml_path.is_file()) else None
+        return build_config(entry.config_cls, yaml, as_overrides(overrides), where=f"config of {self.kind} '{name}'")

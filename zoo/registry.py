@@ -11,36 +11,22 @@ import importlib
 import json
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
+from zoo.config import ConfigError, ConfigRegistry, RegistryEntry, UnknownNameError, as_overrides, build_config
 from zoo.interface import ModelConfig, VideoGenerator
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UnknownNameError):
     """A model name that is not registered."""
 
-    def __str__(self) -> str:  # KeyError quotes its message; a user wants it plain
-        return str(self.args[0])
 
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    cls: type[VideoGenerator]
-    config_cls: type[ModelConfig]
-
-    @property
-    def default_yaml(self) -> Path:
-        return config_dir() / "model" / f"{self.name}.yaml"
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS = ConfigRegistry("model", "model", VideoGenerator, ModelConfig, UnknownModelError,
+                        "`zoo list` shows the registered models")
 _BUILTINS_IMPORTED = False
 
 
@@ -48,15 +34,8 @@ def register_model(name: str, config: type[ModelConfig]) -> Callable[[type[Video
     """Class decorator: `@register_model("my_model", config=MyConfig)` on a `VideoGenerator` subclass."""
 
     def decorator(cls: type[VideoGenerator]) -> type[VideoGenerator]:
-        if not issubclass(cls, VideoGenerator):
-            raise TypeError(f"{cls.__name__} must subclass zoo.VideoGenerator to be registered")
-        if not issubclass(config, ModelConfig):
-            raise TypeError(f"config {config.__name__} of {name} must extend zoo.ModelConfig")
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"model name '{name}' is already registered by {existing.cls.__qualname__}")
+        MODELS.register(name, cls, config)
         cls.model_name = name
-        _REGISTRY[name] = ModelEntry(name, cls, config)
         return cls
 
     return decorator
@@ -77,16 +56,12 @@ def _import_builtin_models() -> None:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern, sorted."""
     _import_builtin_models()
-    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+    return [name for name in MODELS.names() if fnmatch.fnmatch(name, pattern)]
 
 
-def get_entry(name: str) -> ModelEntry:
+def get_entry(name: str) -> RegistryEntry:
     _import_builtin_models()
-    if name not in _REGISTRY:
-        raise UnknownModelError(
-            f"unknown model '{name}'{did_you_mean(name, _REGISTRY)}; `zoo list` shows the registered models"
-        )
-    return _REGISTRY[name]
+    return MODELS.entry(name)
 
 
 def model_config(
@@ -95,12 +70,8 @@ def model_config(
     config_path: str | Path | None = None,
 ) -> ModelConfig:
     """The validated config of model `name`: dataclass defaults < YAML (default or given path) < overrides."""
-    entry = get_entry(name)
-    yaml_path = Path(config_path) if config_path is not None else entry.default_yaml
-    yaml = load_yaml(yaml_path) if (config_path is not None or yaml_path.is_file()) else None
-    if overrides is not None and not isinstance(overrides, (Mapping, DictConfig)):
-        overrides = parse_overrides(list(overrides))
-    return build_config(entry.config_cls, yaml, overrides, where=f"config of model '{name}'")
+    _import_builtin_models()
+    return MODELS.config(name, overrides, config_path)
 
 
 def create_model(
@@ -110,11 +81,7 @@ def create_model(
     **kwargs: Any,
 ) -> VideoGenerator:
     """Build a registered model from its YAML defaults, `overrides` (dict or dotlist) and keyword overrides."""
-    merged: dict[str, Any] = {}
-    if overrides is not None and not isinstance(overrides, Mapping):
-        overrides = parse_overrides(list(overrides))
-    if overrides is not None:
-        merged.update(overrides)
+    merged: dict[str, Any] = dict(as_overrides(overrides) or {})
     merged.update(kwargs)
     config = model_config(name, merged or None, config_path)
     return get_entry(name).cls(config)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.harness.protocol import Protocol
+from benchmarks.harness.provenance import hardware
 from benchmarks.harness.reference import ReferenceSet
 from benchmarks.harness.samples import SampleManifest, SampleWriter, to_float
 from zoo.interface import Conditioning, VideoGenerator
@@ -71,19 +72,20 @@ def generate_samples(
     num_frames = protocol.num_frames(rollout)
     writer = SampleWriter(folder)
     num_videos = protocol.num_videos(rollout)
-    indices_all = [i % len(reference) for i in range(num_videos)]
+    indices_all = protocol.reference_indices(rollout)
     prompts: list[str | None] = [reference.texts[i] if kind == "text" else None for i in indices_all]
     seconds = 0.0
     for batch_index, start in enumerate(range(0, num_videos, protocol.batch_size)):
         indices = indices_all[start:start + protocol.batch_size]
         cond = _conditioning(protocol, kind, reference, indices)
-        generator = torch.Generator(device=model.device).manual_seed(batch_seed(seed, rollout, batch_index))
+        this_seed = batch_seed(seed, rollout, batch_index)
+        generator = torch.Generator(device=model.device).manual_seed(this_seed)
         _synchronize(model.device)
         started = time.perf_counter()
         videos = model.generate(len(indices), num_frames, cond=cond, generator=generator)
         _synchronize(model.device)
         seconds += time.perf_counter() - started
-        writer.add(videos)
+        writer.add(videos, seed=this_seed)
         if on_batch is not None:
             on_batch(len(indices))
     manifest = SampleManifest(
@@ -91,6 +93,7 @@ def generate_samples(
         generator_version=generator_version, seed=seed, rollout=rollout, num_frames=num_frames,
         context_frames=protocol.context_frames, conditioned_on=kind, fps=protocol.fps, prompts=prompts,
         reference_index=indices_all, sampling_seconds=seconds, batch_size=protocol.batch_size,
+        num_parameters=model.num_parameters, hardware=hardware(model.device),
     )
     writer.close(manifest)
     return manifest

@@ -119,6 +119,10 @@ class Protocol:
             return self.num_generated
         return self.long_rollout_videos
 
+    def reference_indices(self, rollout: int) -> list[int]:
+        """The real clip each generated video of a rollout is conditioned on (its prompt or context frames)."""
+        return [i % self.num_real for i in range(self.num_videos(rollout))]
+
     @property
     def reference_frames(self) -> int:
         """Length of the real clips: the longest rollout, so long-rollout metrics have real clips to match."""

@@ -87,7 +87,7 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "process_max_rss"
 
 
-def provenance(protocol_hash: str, checkpoint_sha256: str, seed: int, training_seed: int | None,
+def provenance(protocol_hash: str, checkpoint_sha256: str | None, seed: int, training_seed: int | None,
                command: str | None = None) -> dict[str, Any]:
     """The provenance block of a result."""
     commit, dirty = git_state()

@@ -94,9 +94,14 @@ def dataset_overrides(protocol: Protocol, data_root: str | None = None) -> dict[
 
 
 def reference_cache_dir(protocol: Protocol, data_root: str | None = None) -> Path:
-    """Cache folder keyed by the protocol hash and, for user data, the data folder it was read from."""
-    key = hashlib.sha256(f"{protocol.hash}|{Path(data_root).resolve() if data_root else ''}".encode()).hexdigest()
-    return cache_root() / "reference" / f"{protocol.name}-{key[:16]}"
+    """Cache folder keyed by the protocol hash, the fully resolved dataset config (YAML defaults included, so a
+    changed dataset default invalidates it) and, for user data, the data folder it was read from."""
+    from zoo.data import dataset_config
+
+    config = dataclasses.asdict(dataset_config(protocol.dataset.name, dataset_overrides(protocol, data_root)))
+    source = str(Path(data_root).resolve()) if data_root else ""
+    pinned = json.dumps([protocol.hash, config, source], sort_keys=True, default=str)
+    return cache_root() / "reference" / f"{protocol.name}-{hashlib.sha256(pinned.encode()).hexdigest()[:16]}"
 
 
 def _build(protocol: Protocol, data_root: str | None, cache_dir: Path) -> None:

@@ -25,7 +25,7 @@ from benchmarks.harness.protocol import Protocol, load_protocol, metric_key
 from benchmarks.harness.provenance import hardware, peak_memory, provenance, reset_peak_memory, sha256_file
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
 from benchmarks.harness.reference import ReferenceSet, dataset_overrides, load_reference
-from benchmarks.harness.samples import SamplesError, iter_sample_batches, read_manifest, to_float
+from benchmarks.harness.samples import SamplesError, read_manifest, write_strip
 from benchmarks.harness.scoring import score_samples
 from benchmarks.leaderboard import (
     ResultError,
@@ -144,23 +144,6 @@ def _sample_folder_ready(folder: Path, protocol: Protocol, version: str) -> bool
     return manifest.protocol_hash == protocol.hash and manifest.generator_version == version
 
 
-def _write_strip(seed_dir: Path, rollouts: list[int], path: Path, count: int, fps: int) -> str | None:
-    """A GIF of the first `count` videos of the longest rollout made; returns its file name."""
-    if count == 0 or not rollouts:
-        return None
-    from zoo.data import save_video_grid
-
-    folder = seed_dir / f"rollout{max(rollouts)}x"
-    batches, have = [], 0
-    for batch in iter_sample_batches(folder):
-        batches.append(batch[: count - have])
-        have += batches[-1].shape[0]
-        if have >= count:
-            break
-    save_video_grid(path, to_float(torch.cat(batches)), fps=fps)
-    return path.name
-
-
 def _missing_metrics(protocol: Protocol, rollout: int, reason: str) -> dict[str, Any]:
     return {
         metric_key(spec.id, rollout): {
@@ -198,7 +181,7 @@ def run_seed(
         stage_seconds[f"sampling_{rollout}x"] = round(manifest.sampling_seconds or 0.0, 2)
         if rollout == 1:
             seconds, frames_made = manifest.sampling_seconds, manifest.num_videos * manifest.num_frames
-    scores = {"metrics": {}, "curves": {}}
+    scores = {"metrics": {}, "curves": {}, "manifest_sha256": {}}
     if made:
         task = progress.add_task(f"{row_id} seed {seed}: scoring", total=None)
         started = time.perf_counter()
@@ -207,7 +190,8 @@ def run_seed(
         progress.remove_task(task)
     metrics = {key: (scores["metrics"].get(key) or missing[key]) for key in protocol.metric_keys()}
     memory, memory_kind = peak_memory(device)
-    strip = _write_strip(seed_dir, made, out_path.with_suffix(".gif"), recipe.strip_videos, protocol.fps)
+    strip = write_strip(seed_dir / f"rollout{max(made)}x", out_path.with_suffix(".gif"), recipe.strip_videos,
+                        protocol.fps) if made else None
     result = {
         "schema_version": 1,
         "id": row_id,
@@ -233,6 +217,7 @@ def run_seed(
             "peak_memory_kind": memory_kind, "hardware": hardware(device), "stage_seconds": stage_seconds,
         },
         "provenance": {**provenance(protocol.hash, trained.checkpoint_sha256, seed, trained.training_seed),
+                       "source": "zoo", "manifest_sha256": scores["manifest_sha256"],
                        "run_settings_sha256": settings_sha256},
         "samples": {"strip": strip, "num_videos": min(recipe.strip_videos, protocol.num_videos(max(made))) if strip else 0,
                     "fps": protocol.fps},

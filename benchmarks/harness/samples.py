@@ -2,11 +2,13 @@
 
 A folder holds uint8 video shards (`videos_00000.npz`, key `videos`, `[N, T, C, H, W]`) or single video files
 (mp4/gif/webm or frame folders, read with `zoo.data.read_video`) plus `manifest.json`, written last, so a folder
-without a manifest is unfinished. A model outside the zoo is scored by writing exactly this layout.
+without a manifest is unfinished. The manifest's JSON schema is `benchmarks/schemas/samples.schema.json`. A model
+outside the zoo is scored by writing exactly this layout (`zoo score`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import torch
 from torch import Tensor
@@ -22,6 +25,7 @@ from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "zoo-samples/1"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "samples.schema.json"
 
 
 class SamplesError(ValueError):
@@ -33,8 +37,10 @@ class SampleManifest:
     """What a sample folder holds and how it was made.
 
     `reference_index[i]` is the real clip video i was conditioned on (its prompt or context frames);
-    `prompts[i]` is the prompt it got, or None when the generator was not text-conditioned.
-    `sampling_seconds` is the wall time of generation at `batch_size` videos per call (None if not measured).
+    `prompts[i]` is the prompt it got, or None when the generator was not text-conditioned. A `files` entry is
+    `{"file", "count", "seed"}` (seed optional: what that file's videos were generated with).
+    `sampling_seconds` is the wall time of generation at `batch_size` videos per call (None if not measured);
+    `num_parameters` and `hardware` (`{"device", "name"}`) describe the generator's cost when known.
     """
 
     protocol: str
@@ -52,6 +58,8 @@ class SampleManifest:
     files: list[dict[str, Any]] = field(default_factory=list)
     sampling_seconds: float | None = None
     batch_size: int | None = None
+    num_parameters: int | None = None
+    hardware: dict[str, Any] | None = None
     format: str = FORMAT
 
     @property
@@ -70,7 +78,7 @@ def to_float(videos: Tensor) -> Tensor:
 
 
 class SampleWriter:
-    """Append uint8 shards to a folder; `close(manifest)` writes the manifest last, atomically."""
+    """Append uint8 shards (or register video files) in a folder; `close(manifest)` writes the manifest last."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -78,48 +86,97 @@ class SampleWriter:
         (self.folder / MANIFEST).unlink(missing_ok=True)
         self.files: list[dict[str, Any]] = []
 
-    def add(self, videos: Tensor) -> None:
-        """Add a batch `[B, T, C, H, W]` (float in [0, 1] or uint8)."""
+    def add(self, videos: Tensor, seed: int | None = None) -> None:
+        """Add a batch `[B, T, C, H, W]` (float in [0, 1] or uint8) generated with `seed`."""
         frames = videos if videos.dtype == torch.uint8 else to_uint8(videos)
         name = f"videos_{len(self.files):05d}.npz"
         buffer = io.BytesIO()
         np.savez_compressed(buffer, videos=frames.numpy())
         atomic_write_bytes(self.folder / name, buffer.getvalue())
-        self.files.append({"file": name, "count": int(frames.shape[0])})
+        self.add_file(name, int(frames.shape[0]), seed)
+
+    def add_file(self, name: str, count: int = 1, seed: int | None = None) -> None:
+        """Register a file already in the folder: a video file or frame folder (count 1), or an .npz shard."""
+        if not (self.folder / name).exists():
+            raise SamplesError(f"{self.folder / name} does not exist; write the video before adding it")
+        self.files.append({"file": name, "count": count} if seed is None else {"file": name, "count": count,
+                                                                               "seed": seed})
 
     def close(self, manifest: SampleManifest) -> Path:
         manifest.files = list(self.files)
         if manifest.num_videos != len(manifest.prompts) or manifest.num_videos != len(manifest.reference_index):
             raise SamplesError("manifest prompts/reference_index must have one entry per video")
-        return atomic_write_json(self.folder / MANIFEST, asdict(manifest))
+        data = asdict(manifest)
+        problems = manifest_problems(data)
+        if problems:
+            raise SamplesError(f"invalid sample manifest: {'; '.join(problems)}")
+        return atomic_write_json(self.folder / MANIFEST, data)
+
+
+@functools.lru_cache(maxsize=1)
+def manifest_schema() -> dict[str, Any]:
+    """The JSON schema of `manifest.json` (`benchmarks/schemas/samples.schema.json`)."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def manifest_problems(data: Any) -> list[str]:
+    """Every way `data` fails the manifest schema, one line each (empty when it is valid)."""
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        problems.append(f"{where}: {error.message}")
+    if not problems and not (len(data["prompts"]) == len(data["reference_index"])
+                             == sum(entry["count"] for entry in data["files"])):
+        problems.append(f"prompts ({len(data['prompts'])}) and reference_index ({len(data['reference_index'])}) "
+                        f"need one entry per video ({sum(entry['count'] for entry in data['files'])} in files)")
+    return problems
 
 
 def read_manifest(folder: str | Path) -> SampleManifest:
-    """The manifest of a finished sample folder."""
+    """The manifest of a finished sample folder; `SamplesError` lists every schema problem."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise SamplesError(f"{folder} has no {MANIFEST}: generation did not finish, or it is not a sample folder")
     try:
         data = json.loads(path.read_text())
-        return SampleManifest(**data)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise SamplesError(f"{path} is not a valid sample manifest: {exc}".splitlines()[0]) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SamplesError(f"{path} is not valid JSON: {exc}".splitlines()[0]) from exc
+    problems = manifest_problems(data)
+    if problems:
+        raise SamplesError(f"{path} is not a valid sample manifest: {'; '.join(problems)}")
+    return SampleManifest(**data)
 
 
-def _read_file(path: Path, count: int) -> Tensor:
+def read_sample_file(path: Path, count: int, channels: int | None = None) -> Tensor:
+    """The uint8 `[count, T, C, H, W]` videos of one listed file; `SamplesError` if it is unreadable.
+
+    Video files decode to RGB; for a `channels=1` protocol they are turned grey (channel mean), which is exact for
+    the grey-replicated RGB that `zoo.data.write_video` writes.
+    """
     if path.suffix == ".npz":
-        with np.load(path) as shard:
-            videos = torch.from_numpy(shard["videos"])
+        try:
+            with np.load(path) as shard:
+                videos = torch.from_numpy(shard["videos"])
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise SamplesError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") from exc
     else:
         from zoo.data import read_video  # [T, H, W, C] uint8
 
-        videos = read_video(path).permute(0, 3, 1, 2).unsqueeze(0)
+        try:
+            videos = read_video(path).permute(0, 3, 1, 2).unsqueeze(0)
+        except ValueError as exc:  # zoo.data.VideoReadError: missing, empty, corrupt
+            raise SamplesError(str(exc)) from exc
+        if channels == 1:
+            videos = videos.float().mean(dim=2, keepdim=True).round().to(torch.uint8)
     if videos.dtype != torch.uint8 or videos.ndim != 5 or videos.shape[0] != count:
         raise SamplesError(f"{path} must hold {count} uint8 videos [N, T, C, H, W], got {tuple(videos.shape)}")
     return videos
 
 
-def iter_sample_batches(folder: str | Path, manifest: SampleManifest | None = None) -> Iterator[Tensor]:
+def iter_sample_batches(
+    folder: str | Path, manifest: SampleManifest | None = None, channels: int | None = None
+) -> Iterator[Tensor]:
     """Yield the folder's videos as uint8 `[n, T, C, H, W]` batches, in manifest order."""
     folder = Path(folder)
     manifest = manifest or read_manifest(folder)
@@ -127,7 +184,7 @@ def iter_sample_batches(folder: str | Path, manifest: SampleManifest | None = No
         path = folder / entry["file"]
         if not path.exists():
             raise SamplesError(f"{path} is listed in the manifest but missing")
-        yield _read_file(path, int(entry["count"]))
+        yield read_sample_file(path, int(entry["count"]), channels)
 
 
 def read_samples(folder: str | Path) -> tuple[Tensor, SampleManifest]:
@@ -137,3 +194,19 @@ def read_samples(folder: str | Path) -> tuple[Tensor, SampleManifest]:
     if videos.shape[1] != manifest.num_frames:
         raise SamplesError(f"{folder} videos have {videos.shape[1]} frames, the manifest says {manifest.num_frames}")
     return videos, manifest
+
+
+def write_strip(folder: str | Path, path: Path, count: int, fps: int, channels: int | None = None) -> str | None:
+    """A GIF of the first `count` videos of a sample folder, side by side; returns its file name."""
+    if count == 0:
+        return None
+    from zoo.data import save_video_grid
+
+    batches, have = [], 0
+    for batch in iter_sample_batches(folder, channels=channels):
+        batches.append(batch[: count - have])
+        have += batches[-1].shape[0]
+        if have >= count:
+            break
+    save_video_grid(path, to_float(torch.cat(batches)), fps=fps)
+    return path.name

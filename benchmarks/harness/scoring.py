@@ -1,9 +1,11 @@
 """Scoring a sample folder against a protocol: `score_samples(samples_dir, protocol) -> dict`.
 
 Separate from generation, so videos from any model (written in the sample-folder layout) are scored on exactly
-the same path. Metrics are `benchmarks.metrics` torchmetrics objects built from the protocol's metric specs;
-the real-set statistics of each distribution metric are computed once per protocol and cached by hash.
-A metric that cannot be computed is recorded as missing with its reason, never as 0.
+the same path (`zoo bench` and `zoo score` both end here). Metrics are `benchmarks.metrics` torchmetrics objects
+built from the protocol's metric specs; the real-set statistics of each distribution metric are computed once and
+cached under a hash of (protocol, resolved dataset config, real-set sha256, metric spec, extractor weights sha256)
+(`zoo reference build`). In a process group each rank scores every world_size-th file and `compute()` sums the
+states over ranks. A metric that cannot be computed is recorded as missing with its reason, never as 0.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from benchmarks.harness.distributed import all_ranks_agree, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
-from benchmarks.harness.reference import ReferenceSet, load_reference
+from benchmarks.harness.provenance import sha256_file
+from benchmarks.harness.reference import ReferenceSet, load_reference, reference_cache_dir
 from benchmarks.harness.samples import (
     MANIFEST,
     SampleManifest,
     SamplesError,
-    iter_sample_batches,
     read_manifest,
+    read_sample_file,
     to_float,
 )
 
@@ -38,11 +42,16 @@ DISTRIBUTION, GENERATED_ONLY, LABELLED, PAIRED = "distribution", "generated_only
 
 @dataclass
 class PreparedMetric:
+    """A metric ready for generated videos; `statistics` says whether its real-set statistics were `computed` or
+    `cached` (None for metrics without any), `statistics_path` where they live."""
+
     spec: MetricSpec
     metric: Metric | None
     kind: str
     missing_reason: str | None = None
     extractor_sha256: str | None = None
+    statistics: str | None = None
+    statistics_path: Path | None = None
 
 
 def metric_kind(metric: Metric) -> str:
@@ -100,10 +109,12 @@ class ExtractorCache:
         return extractor, sha256
 
 
-def _spec_digest(spec: MetricSpec) -> str:
-    # The real-set statistics depend on the metric, its extractor and kwargs, not on the rollouts it is used at.
+def statistics_path(spec: MetricSpec, reference: ReferenceSet, window: str, extractor_sha256: str | None) -> Path:
+    """Where the real-set statistics of one metric variant live: keyed by the metric, its extractor and kwargs (not
+    the rollouts it is used at), the extractor's weights, the real clips' sha256 and the window of them it sees."""
     pinned = {k: v for k, v in asdict(spec).items() if k not in ("rollouts", "clip", "higher_is_better")}
-    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+    key = json.dumps([pinned, extractor_sha256, reference.sha256, window], sort_keys=True)
+    return reference.cache_dir / f"real-{spec.id}-{window}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def _state_snapshot(metric: Metric) -> dict[str, Any]:
@@ -125,15 +136,15 @@ _REAL_STATES: dict[Path, dict[str, Any]] = {}
 
 
 def _load_real_state(metric: Metric, spec: MetricSpec, protocol: Protocol, reference: ReferenceSet,
-                     rollout: int, extractor_sha256: str | None) -> None:
-    """Feed the real set once per protocol and extractor weights; later runs restore the cached statistics."""
+                     rollout: int, extractor_sha256: str | None) -> tuple[Path, str]:
+    """Feed the real set once per cache key; later runs restore the cached statistics. Returns (path, status)."""
     window = "1x" if spec.clip == "first" else f"{spec.clip}-{rollout}x"
-    weights = (extractor_sha256 or "none")[:12]
-    path = reference.cache_dir / f"real-{spec.id}-{_spec_digest(spec)}-{weights}-{window}.pt"
-    state = _REAL_STATES.get(path)
+    path = statistics_path(spec, reference, window, extractor_sha256)
+    state, status = _REAL_STATES.get(path), "cached"
     if state is None and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
     if state is None:
+        status = "computed"
         for batch in reference.batches():
             metric.update(to_float(reference_window(batch, spec, protocol, rollout)).to(metric.device), real=True)
         state = _state_snapshot(metric)
@@ -144,6 +155,7 @@ def _load_real_state(metric: Metric, spec: MetricSpec, protocol: Protocol, refer
     else:
         _restore_state(metric, state)
     _REAL_STATES[path] = state
+    return path, status
 
 
 def _first_line(exc: BaseException) -> str:
@@ -151,9 +163,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def prepare_metric(
-    spec: MetricSpec, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache, rollout: int
+    spec: MetricSpec, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache, rollout: int,
+    holds_real: bool = True,
 ) -> PreparedMetric:
-    """Build one metric (with real statistics loaded for distribution metrics), or say why it cannot be."""
+    """Build one metric (with real statistics loaded for distribution metrics), or say why it cannot be.
+
+    `holds_real=False` (ranks other than 0) leaves the real statistics out: they are summed over ranks, so exactly
+    one rank may hold them.
+    """
     from benchmarks.metrics import create_metric
 
     try:
@@ -161,10 +178,11 @@ def prepare_metric(
         if spec.extractor is not None:
             kwargs[spec.extractor_arg], sha256 = extractors.get(spec)
         metric = create_metric(spec.metric, **kwargs).to(extractors.device)
-        kind = metric_kind(metric)
-        if kind == DISTRIBUTION:
-            _load_real_state(metric, spec, protocol, reference, rollout, sha256)
-        return PreparedMetric(spec, metric, kind, extractor_sha256=sha256)
+        prepared = PreparedMetric(spec, metric, metric_kind(metric), extractor_sha256=sha256)
+        if prepared.kind == DISTRIBUTION and holds_real:
+            prepared.statistics_path, prepared.statistics = _load_real_state(
+                metric, spec, protocol, reference, rollout, sha256)
+        return prepared
     except Exception as exc:  # missing weights, a broken extractor: the run goes on, the metric shows as missing
         warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {_first_line(exc)}", stacklevel=2)
         return PreparedMetric(spec, None, "", _first_line(exc))
@@ -272,18 +290,22 @@ def _score_folder(
             f"{folder} was generated for protocol {manifest.protocol} ({manifest.protocol_hash[:10]}…), not "
             f"{protocol.name} ({protocol.hash[:10]}…); regenerate it or score it with its own protocol"
         )
+    rank, world_size = rank_and_world_size()
     rollout = manifest.rollout
     specs = [spec for spec in protocol.metrics if rollout in spec.rollouts]
-    prepared = [prepare_metric(spec, protocol, reference, extractors, rollout) for spec in specs]
+    prepared = [prepare_metric(spec, protocol, reference, extractors, rollout, holds_real=rank == 0) for spec in specs]
     for item in prepared:
         if item.kind == LABELLED and manifest.conditioned_on != "text":
             item.metric, item.missing_reason = None, "the generator was not prompted (no text conditioning)"
     active = [item for item in prepared if item.metric is not None]
     start = 0
-    for batch in iter_sample_batches(folder, manifest):
-        videos = to_float(batch).to(extractors.device)
-        indices = manifest.reference_index[start:start + batch.shape[0]]
-        start += batch.shape[0]
+    for index, entry in enumerate(manifest.files):
+        count = int(entry["count"])
+        indices = manifest.reference_index[start:start + count]
+        start += count
+        if index % world_size != rank:
+            continue
+        videos = to_float(read_sample_file(folder / entry["file"], count, protocol.channels)).to(extractors.device)
         for item in active:
             window = clip_window(videos, item.spec, protocol.frames)
             try:
@@ -299,6 +321,10 @@ def _score_folder(
             except Exception as exc:
                 item.metric, item.missing_reason = None, _first_line(exc)
         active = [item for item in active if item.metric is not None]
+    agreed = all_ranks_agree([item.metric is not None for item in prepared], extractors.device)
+    for item, ok in zip(prepared, agreed, strict=True):
+        if not ok and item.metric is not None:
+            item.metric, item.missing_reason = None, "failed on another rank (its warning says why)"
     metrics, curves = {}, {}
     for item in prepared:
         entry, curve = _finish(item, manifest, protocol, reference)
@@ -329,16 +355,49 @@ def score_samples(
 ) -> dict[str, Any]:
     """Score a sample folder (one rollout, or a folder of rollout sub-folders) against `protocol`.
 
-    Returns `{"metrics": {key: entry}, "curves": {key: curve}, "reference_sha256": str}` in the result-file format;
-    metrics the folders do not cover (e.g. a rollout the generator could not make) are simply absent.
+    Returns `{"metrics": {key: entry}, "curves": {key: curve}, "reference_sha256": str, "manifest_sha256":
+    {manifest path relative to samples_dir: sha256}}` in the result-file format; metrics the folders do not cover
+    (e.g. a rollout the generator could not make) are simply absent. Every rank of a process group must call it.
     """
-    reference = reference or load_reference(protocol, data_root)
+    reference = reference or rank_zero_first(lambda: load_reference(protocol, data_root))
     extractors = ExtractorCache(torch.device(device))
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    manifests: dict[str, str] = {}
     for folder in sample_folders(samples_dir):
         folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors)
         metrics.update(folder_metrics)
         curves.update(folder_curves)
+        manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_file(folder / MANIFEST)
     ordered = {key: metrics[key] for key in protocol.metric_keys() if key in metrics}
-    return {"metrics": ordered, "curves": curves, "reference_sha256": reference.sha256}
+    return {"metrics": ordered, "curves": curves, "reference_sha256": reference.sha256, "manifest_sha256": manifests}
+
+
+@dataclass
+class ReferenceStatistics:
+    """What `zoo reference build` did: the real set (and whether it was built now) and, per distribution metric
+    result key, `computed` / `cached` statistics or the reason they are missing."""
+
+    reference: ReferenceSet
+    reference_built: bool
+    statistics: dict[str, PreparedMetric]
+
+
+def build_reference_statistics(
+    protocol: Protocol, data_root: str | None = None, device: str | torch.device = "cpu"
+) -> ReferenceStatistics:
+    """Compute, or find in the cache, the real set and the real-set statistics of every distribution metric.
+
+    A second call (any process, any machine sharing `$ZOO_CACHE`) recomputes nothing; a changed protocol, dataset
+    config or extractor weights gives a new cache key, so stale statistics are never used.
+    """
+    built = not (reference_cache_dir(protocol, data_root) / "reference.json").is_file()
+    reference = load_reference(protocol, data_root)
+    extractors = ExtractorCache(torch.device(device))
+    statistics = {}
+    for spec in protocol.metrics:
+        for rollout in spec.rollouts:
+            prepared = prepare_metric(spec, protocol, reference, extractors, rollout)
+            if prepared.kind in (DISTRIBUTION, ""):  # "": could not be built; report why
+                statistics[metric_key(spec.id, rollout)] = prepared
+    return ReferenceStatistics(reference, built, statistics)

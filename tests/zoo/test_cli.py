@@ -178,3 +178,36 @@ def test_train_then_sample_a_real_model_in_subprocesses(tmp_path: Path) -> None:
     assert "wrote 2 x 10 frames to samples.gif" in sample.stdout
     frames = read_video(tmp_path / "samples.gif")
     assert tuple(frames.shape) == (10, 32, 2 * 32 + 2, 3)  # two 32x32 videos side by side, 2 px apart
+
+
+@pytest.mark.parametrize("command", ["score", "reference"])
+def test_help_of_the_scoring_subcommands(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: zoo {command}")
+
+
+def test_score_refuses_unknown_protocols_and_folders_without_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = zoo(["score", str(tmp_path), "--protocol", "moving_digit"], capsys)
+    assert_one_line_error(code, err, r"unknown protocol 'moving_digit' \(did you mean 'moving_digits'\?\)")
+    code, _, err = zoo(["score", str(tmp_path), "--protocol", "moving_digits", "num_real=16"], capsys)
+    assert code == 2 and err[0] == f"zoo: error: {tmp_path} cannot be scored on protocol 'moving_digits' (1 problem):"
+    assert err[1].startswith(f"  - no manifest.json in {tmp_path}")
+    code, _, err = zoo(["reference", "build", "moving_digits", "num_reel=16"], capsys)
+    assert_one_line_error(code, err, r"unknown key 'num_reel'.*did you mean 'num_real'")
+
+
+def test_bench_prints_the_leaderboard_table_once(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmarks.harness
+
+    def run_recipe(recipe, overrides, force=False):  # run_recipe ends by printing the table
+        print("LEADERBOARD TABLE")
+        return [Path("a.json")]
+
+    monkeypatch.setattr(benchmarks.harness, "run_recipe", run_recipe)
+    code, out, _ = zoo(["bench", "micro"], capsys)
+    assert code == 0 and out.count("LEADERBOARD TABLE") == 1 and "1 result file(s)" in out

@@ -1,14 +1,45 @@
-"""Fixtures for the harness and leaderboard tests: valid result records built in code, tiny and offline."""
+"""Fixtures for the harness and leaderboard tests: valid result records built in code, tiny and offline.
+
+toy_harness.py (toy protocol, generators, extractors) is loaded here once under the name `toy_harness`, so the test
+modules (imported with pytest's importlib mode, without their folder on sys.path) can `import toy_harness` and the
+toy models register exactly once.
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from benchmarks.harness.scoring import ExtractorCache
+
+
+def _load_toy_harness():
+    if "toy_harness" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("toy_harness", Path(__file__).with_name("toy_harness.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["toy_harness"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["toy_harness"]
+
+
+toy_harness = _load_toy_harness()
+
+
+@pytest.fixture
+def toy_env(tmp_path, monkeypatch):
+    """A toy protocol file, test extractors, and a private cache folder."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ExtractorCache, "build", staticmethod(lambda name: toy_harness.TEST_EXTRACTORS[name]()))
+    protocol_path = tmp_path / "toy_digits.yaml"
+    protocol_path.write_text(toy_harness.TOY_PROTOCOL)
+    return protocol_path
 
 PROTOCOL_HASH = hashlib.sha256(b"protocol-a").hexdigest()
 REFERENCE_SHA = hashlib.sha256(b"reference-a").hexdigest()

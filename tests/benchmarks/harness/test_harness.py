@@ -1,23 +1,19 @@
 """The harness: protocols and recipes, sample folders and scoring, resume/skip, and an end-to-end micro bench.
 
-Two toy generators are registered here, outside the zoo package, to show that any `VideoGenerator` runs through
-the harness. Feature extractors are tiny pixel-statistics modules so scoring is fast and exact.
+Two toy generators (toy_harness.py) are registered outside the zoo package, to show that any `VideoGenerator` runs
+through the harness. Feature extractors are tiny pixel-statistics modules so scoring is fast and exact.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from toy_harness import TEST_EXTRACTORS, TOY_PROTOCOL, PixelClipStats, micro_overrides, write_folder
 
 from benchmarks.harness import (
     SamplesError,
-    SampleWriter,
     list_protocols,
     list_recipes,
     load_protocol,
@@ -31,130 +27,9 @@ from benchmarks.harness import (
 from benchmarks.harness import runner as runner_module
 from benchmarks.harness.reference import dataset_overrides
 from benchmarks.harness.runner import run_settings_sha256
-from benchmarks.harness.samples import SampleManifest
 from benchmarks.harness.scoring import ExtractorCache, weights_sha256
 from benchmarks.leaderboard import load_boards, load_result
 from zoo.config import ConfigError
-from zoo.interface import ModelConfig, VideoGenerator
-from zoo.registry import register_model
-
-TOY_PROTOCOL = """
-name: toy_digits
-version: 1
-description: moving digits at 8 frames, scored with pixel statistics (tests only)
-dataset: {name: moving_digits, split: test}
-resolution: 32
-channels: 1
-frames: 8
-condition: text
-rollouts: [1, 2]
-num_real: 16
-num_generated: 16
-long_rollout_videos: 8
-batch_size: 8
-seeds: [0]
-primary_metric: fvd_pixels@1x
-metrics:
-  - {id: fvd_pixels, metric: fvd, extractor: pixel_clip_stats, kwargs: {clip_frames: 8}, rollouts: [1, 2]}
-  - {id: fid_over_time_pixels, metric: fid_over_time, extractor: pixel_frame_stats, kwargs: {num_buckets: 2},
-     rollouts: [2], clip: all}
-  - {id: flicker, metric: flicker, rollouts: [1, 2], clip: all}
-  - {id: motion_magnitude, metric: motion_magnitude, rollouts: [1], higher_is_better: null}
-  - {id: prompt_adherence_brightness, metric: prompt_adherence, extractor: brightness_digit_classifier,
-     extractor_arg: classifier, rollouts: [1], higher_is_better: true}
-"""
-
-
-# ---- toy generators: defined outside the zoo, registered like any model -----------------------------------------
-@dataclass
-class ToyConfig(ModelConfig):
-    noise: float = 0.1
-
-
-def _digit(prompt: str) -> int:
-    found = re.search(r"\d", prompt)
-    return int(found.group()) if found else 0
-
-
-@register_model("harness_toy", config=ToyConfig)
-class ToyGenerator(VideoGenerator):
-    """Frames of brightness (digit + 1) / 11 for the prompted digit, plus seeded noise."""
-
-    strategy = "toy"
-    supported_conditions = frozenset({"text"})
-    can_extend = True
-
-    def __init__(self, config: ToyConfig) -> None:
-        super().__init__(config)
-        self.level = nn.Parameter(torch.zeros(()))
-
-    def compute_loss(self, batch):
-        return (batch["video"].mean() - self.level) ** 2
-
-    def generate_inner(self, num_videos, num_frames, cond, generator):
-        if cond.text is not None:
-            digits = torch.tensor([_digit(prompt) for prompt in cond.text], device=self.device)
-        else:
-            digits = torch.randint(0, 10, (num_videos,), generator=generator, device=self.device)
-        base = ((digits.float() + 1) / 11).view(-1, 1, 1, 1, 1) + self.level.detach() * 0
-        noise = torch.rand(num_videos, num_frames, *self.frame_size, generator=generator, device=self.device)
-        return (base + self.config.noise * (noise - 0.5)).clamp(0, 1)
-
-
-@register_model("harness_toy_short", config=ToyConfig)
-class ShortToyGenerator(ToyGenerator):
-    """Unconditional and unable to extend: its 2x metrics and prompt adherence must show as missing."""
-
-    supported_conditions = frozenset()
-    can_extend = False
-
-
-# ---- tiny extractors: pixel statistics, exact and fast -----------------------------------------------------------
-class PixelClipStats(nn.Module):
-    num_features = 3
-
-    def forward(self, videos):  # [B, T, C, H, W] -> mean, std, mean |frame difference|
-        flat = videos.flatten(1)
-        motion = (videos[:, 1:] - videos[:, :-1]).abs().flatten(1).mean(1)
-        return torch.stack([flat.mean(1), flat.std(1), motion], dim=1)
-
-
-class PixelFrameStats(nn.Module):
-    num_features = 2
-
-    def forward(self, frames):  # [N, C, H, W] -> mean, std
-        flat = frames.flatten(1)
-        return torch.stack([flat.mean(1), flat.std(1)], dim=1)
-
-
-class BrightnessDigitClassifier(nn.Module):
-    """Reads the digit back from the brightness the toy generator encodes it in."""
-
-    label_names = ("label",)
-
-    def forward(self, videos):
-        level = videos.mean(dim=(1, 2, 3, 4)) * 11 - 1
-        return {"label": -(level[:, None] - torch.arange(10, device=videos.device)).abs()}
-
-
-TEST_EXTRACTORS = {"pixel_clip_stats": PixelClipStats, "pixel_frame_stats": PixelFrameStats,
-                   "brightness_digit_classifier": BrightnessDigitClassifier}
-
-
-@pytest.fixture
-def toy_env(tmp_path, monkeypatch):
-    """A toy protocol file, test extractors, and a private cache folder."""
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(ExtractorCache, "build", staticmethod(lambda name: TEST_EXTRACTORS[name]()))
-    protocol_path = tmp_path / "toy_digits.yaml"
-    protocol_path.write_text(TOY_PROTOCOL)
-    return protocol_path
-
-
-def _micro_overrides(tmp_path: Path, protocol_path: Path, models: str = "[harness_toy,harness_toy_short]"):
-    return [f"protocol={protocol_path}", "protocol_overrides={}", f"models={models}", "trainer.max_steps=2",
-            f"runs_dir={tmp_path / 'runs'}", f"results_dir={tmp_path / 'results'}",
-            f"leaderboard_dir={tmp_path / 'board'}", "device=cpu"]
 
 
 # ---- protocols and recipes ---------------------------------------------------------------------------------------
@@ -229,18 +104,6 @@ def test_recipe_patterns_expand_over_zoo_models_only():
 
 
 # ---- sample folders and scoring ----------------------------------------------------------------------------------
-def _write_folder(folder: Path, videos: torch.Tensor, protocol, rollout: int = 1, prompts=None) -> None:
-    writer = SampleWriter(folder)
-    for batch in videos.split(8):
-        writer.add(batch)
-    count = videos.shape[0]
-    writer.close(SampleManifest(
-        protocol=protocol.name, protocol_hash=protocol.hash, generator="external.test", generator_version="v0",
-        seed=0, rollout=rollout, num_frames=videos.shape[1], context_frames=0,
-        conditioned_on="text" if prompts else "none", fps=8, prompts=prompts or [None] * count,
-        reference_index=list(range(count))))
-
-
 def test_score_samples_scores_an_external_folder(toy_env, tmp_path):
     protocol = load_protocol(toy_env)
     reference = load_reference(protocol)
@@ -249,7 +112,7 @@ def test_score_samples_scores_an_external_folder(toy_env, tmp_path):
     assert torch.equal(reference.clips([9, 2]), real[[9, 2]])
     assert load_reference(protocol).sha256 == reference.sha256  # from the cache: the same set
     real_1x = real[:, :8]
-    _write_folder(tmp_path / "real", real_1x, protocol, prompts=reference.texts)
+    write_folder(tmp_path / "real", real_1x, protocol, prompts=reference.texts)
     videos, manifest = read_samples(tmp_path / "real")
     assert torch.equal(videos, real_1x) and manifest.num_videos == 16
     same = score_samples(tmp_path / "real", protocol)
@@ -259,7 +122,7 @@ def test_score_samples_scores_an_external_folder(toy_env, tmp_path):
     assert set(same["metrics"]) == {"fvd_pixels@1x", "flicker@1x", "motion_magnitude@1x",
                                     "prompt_adherence_brightness@1x"}
     shuffled = real_1x[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))]
-    _write_folder(tmp_path / "shuffled", shuffled, protocol)
+    write_folder(tmp_path / "shuffled", shuffled, protocol)
     worse = score_samples(tmp_path / "shuffled", protocol)
     assert worse["metrics"]["fvd_pixels@1x"]["value"] > 1e-4
     assert worse["metrics"]["flicker@1x"]["value"] > same["metrics"]["flicker@1x"]["value"]
@@ -279,7 +142,7 @@ def test_a_pinned_reference_hash_guards_the_data(toy_env):
 def test_score_samples_refuses_other_protocols_and_unfinished_folders(toy_env, tmp_path):
     protocol = load_protocol(toy_env)
     other = load_protocol(toy_env, ["num_generated=8"])
-    _write_folder(tmp_path / "s", torch.zeros(16, 8, 1, 32, 32, dtype=torch.uint8), protocol)
+    write_folder(tmp_path / "s", torch.zeros(16, 8, 1, 32, 32, dtype=torch.uint8), protocol)
     with pytest.raises(SamplesError, match="was generated for protocol toy_digits"):
         score_samples(tmp_path / "s", other)
     (tmp_path / "unfinished").mkdir()
@@ -295,7 +158,7 @@ def test_a_failing_metric_is_missing_not_zero(toy_env, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ExtractorCache, "build", staticmethod(broken))
     protocol = load_protocol(toy_env)
-    _write_folder(tmp_path / "s", load_reference(protocol).clips(range(16))[:, :8], protocol)
+    write_folder(tmp_path / "s", load_reference(protocol).clips(range(16))[:, :8], protocol)
     with pytest.warns(UserWarning, match="metric 'fvd_pixels'"):
         scores = score_samples(tmp_path / "s", protocol)
     entry = scores["metrics"]["fvd_pixels@1x"]
@@ -304,14 +167,14 @@ def test_a_failing_metric_is_missing_not_zero(toy_env, tmp_path, monkeypatch):
 
 def test_extractor_weights_are_hashed_and_a_pin_is_enforced(toy_env, tmp_path):
     protocol = load_protocol(toy_env)
-    _write_folder(tmp_path / "s", load_reference(protocol).clips(range(16))[:, :8], protocol)
+    write_folder(tmp_path / "s", load_reference(protocol).clips(range(16))[:, :8], protocol)
     entry = score_samples(tmp_path / "s", protocol)["metrics"]["fvd_pixels@1x"]
     assert entry["extractor_sha256"] == weights_sha256(PixelClipStats())
     pinned = tmp_path / "pinned.yaml"
     pinned.write_text(TOY_PROTOCOL.replace("extractor: pixel_clip_stats,",
                                            "extractor: pixel_clip_stats, extractor_sha256: '" + "0" * 64 + "',"))
     other = load_protocol(pinned)
-    _write_folder(tmp_path / "p", load_reference(other).clips(range(16))[:, :8], other)
+    write_folder(tmp_path / "p", load_reference(other).clips(range(16))[:, :8], other)
     with pytest.warns(UserWarning, match="but the protocol pins"):
         entry = score_samples(tmp_path / "p", other)["metrics"]["fvd_pixels@1x"]
     assert entry["value"] is None and "but the protocol pins 000000000000" in entry["missing_reason"]
@@ -320,7 +183,7 @@ def test_extractor_weights_are_hashed_and_a_pin_is_enforced(toy_env, tmp_path):
 # ---- end to end: the micro recipe --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_micro_bench_end_to_end_resume_force_and_reproducibility(toy_env, tmp_path, monkeypatch, capsys):
-    overrides = _micro_overrides(tmp_path, toy_env)
+    overrides = micro_overrides(tmp_path, toy_env)
     paths = run_recipe("micro", overrides)
     results = tmp_path / "results" / "toy_digits"
     assert paths == [results / "harness_toy.toy_digits_micro.seed0.json",

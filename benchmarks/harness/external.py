@@ -1,0 +1,259 @@
+"""`zoo score <samples_dir> --protocol <name>`: score videos made anywhere, on the path `zoo bench` scores on.
+
+A sample folder (videos + `manifest.json`, see `samples.py`) is first checked against the protocol, and refused
+with every problem listed at once (a researcher fixing a folder should not rerun once per mistake). Then
+`score_samples` scores it, exactly as `zoo bench` scores its own folders, and the result file records provenance
+`external` and the sha256 of each manifest it scored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.harness.distributed import gather_lists, rank_and_world_size, rank_zero_first
+from benchmarks.harness.protocol import Protocol
+from benchmarks.harness.provenance import provenance
+from benchmarks.harness.reference import ReferenceSet, load_reference
+from benchmarks.harness.samples import (
+    MANIFEST,
+    SampleManifest,
+    SamplesError,
+    manifest_problems,
+    read_manifest,
+    read_sample_file,
+    write_strip,
+)
+from benchmarks.harness.scoring import sample_folders, score_samples
+from benchmarks.leaderboard import atomic_write_json, result_filename, validate_result
+
+UNREPORTED_HARDWARE = {"device": "unknown", "name": "not reported by the generator"}
+
+
+class SamplesRejected(SamplesError):
+    """A sample folder that does not fit its protocol; the message lists every problem, one per line."""
+
+    def __init__(self, samples_dir: str | Path, protocol: Protocol, problems: list[str]) -> None:
+        self.problems = problems
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"{samples_dir} cannot be scored on protocol '{protocol.name}' "
+                         f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{listing}")
+
+
+def _few(indices: list[int], limit: int = 5) -> str:
+    shown = ", ".join(map(str, indices[:limit]))
+    return f"{shown}, …" if len(indices) > limit else shown
+
+
+def _manifest_problems(folder: Path) -> list[str]:
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [f"{path} is not valid JSON: {str(exc).splitlines()[0]}"]
+    return [f"{path}: {problem}" for problem in manifest_problems(data)]
+
+
+def _conditioning_problems(where: str, manifest: SampleManifest, protocol: Protocol, reference: ReferenceSet,
+                           expected_videos: int) -> list[str]:
+    problems = []
+    allowed = {protocol.condition} if protocol.condition == "context" else {"none", protocol.condition}
+    if manifest.conditioned_on not in allowed:
+        problems.append(f"{where}: conditioned on '{manifest.conditioned_on}'; protocol '{protocol.name}' "
+                        f"allows {sorted(allowed)}")
+    if manifest.context_frames != protocol.context_frames:
+        problems.append(f"{where}: {manifest.context_frames} context frames; the protocol gives "
+                        f"{protocol.context_frames}")
+    outside = sorted({i for i in manifest.reference_index if i >= protocol.num_real})
+    if outside:
+        problems.append(f"{where}: reference_index {_few(outside)} outside the protocol's {protocol.num_real} "
+                        "real clips")
+    elif manifest.num_videos == expected_videos and (
+            Counter(manifest.reference_index) != Counter(protocol.reference_indices(manifest.rollout))):
+        problems.append(f"{where}: reference_index does not cover the protocol's real clips (video i is "
+                        f"conditioned on clip i % {protocol.num_real}; `zoo reference build --prompts` lists them)")
+    if manifest.conditioned_on == "text":
+        missing = [i for i, prompt in enumerate(manifest.prompts) if not prompt]
+        if missing:
+            problems.append(f"{where}: {len(missing)} video(s) have no prompt (videos {_few(missing)})")
+        wrong = [i for i, (prompt, index) in enumerate(zip(manifest.prompts, manifest.reference_index, strict=True))
+                 if prompt and index < len(reference.texts) and prompt != reference.texts[index]]
+        if wrong:
+            problems.append(f"{where}: {len(wrong)} prompt(s) differ from the caption of their reference clip "
+                            f"(videos {_few(wrong)})")
+    return problems
+
+
+def _file_problems(folder: Path, manifest: SampleManifest, protocol: Protocol, frames: int) -> list[str]:
+    """Decode this rank's share of the files and check their shapes."""
+    rank, world_size = rank_and_world_size()
+    problems = []
+    size = protocol.resolution
+    for index, entry in enumerate(manifest.files):
+        if index % world_size != rank:
+            continue
+        path = folder / entry["file"]
+        if not path.exists():
+            problems.append(f"{path}: listed in the manifest but missing")
+            continue
+        try:
+            videos = read_sample_file(path, int(entry["count"]), protocol.channels)
+        except SamplesError as exc:
+            problems.append(str(exc))
+            continue
+        _, num_frames, channels, height, width = videos.shape
+        if num_frames != frames:
+            problems.append(f"{path}: {num_frames} frames; a {manifest.rollout}x rollout has {frames}")
+        if (height, width) != (size, size):
+            problems.append(f"{path}: {height}x{width} pixels; the protocol needs {size}x{size}")
+        if channels != protocol.channels:
+            problems.append(f"{path}: {channels} channels; the protocol needs {protocol.channels}")
+    return problems
+
+
+def check_samples(samples_dir: str | Path, protocol: Protocol, reference: ReferenceSet) -> list[str]:
+    """Every way a sample folder (or folder of rollout sub-folders) misses the protocol; empty when it fits.
+
+    Checks the manifests (schema, protocol hash, one generator and seed), the rollouts (the primary metric's is
+    there), video counts, frame counts, resolution and channels of every file (decoding it: corrupt files are found
+    here, not mid-scoring), context frames, and that the prompts and reference clips are the protocol's. Under a
+    process group each rank decodes its share of the files and every rank returns the whole list.
+    """
+    samples_dir = Path(samples_dir)
+    try:
+        folders = sample_folders(samples_dir)
+    except SamplesError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    manifests: list[SampleManifest] = []
+    file_problems: list[str] = []
+    for folder in folders:
+        found = _manifest_problems(folder)
+        if found:
+            problems.extend(found)
+            continue
+        manifest = read_manifest(folder)
+        manifests.append(manifest)
+        where = str(folder / MANIFEST)
+        if manifest.protocol_hash != protocol.hash:
+            problems.append(f"{where}: made for protocol '{manifest.protocol}' ({manifest.protocol_hash[:10]}…), "
+                            f"not '{protocol.name}' ({protocol.hash[:10]}…); overrides change the hash")
+        if manifest.rollout not in protocol.rollouts:
+            problems.append(f"{where}: rollout {manifest.rollout}x is not one of the protocol's {protocol.rollouts}")
+            continue
+        frames, expected = protocol.num_frames(manifest.rollout), protocol.num_videos(manifest.rollout)
+        if manifest.num_frames != frames:
+            problems.append(f"{where}: num_frames is {manifest.num_frames}; a {manifest.rollout}x rollout has {frames}")
+        if manifest.num_videos != expected:
+            problems.append(f"{where}: {manifest.num_videos} videos; the protocol scores {expected} at "
+                            f"{manifest.rollout}x" + (" (too few)" if manifest.num_videos < expected else ""))
+        problems.extend(_conditioning_problems(where, manifest, protocol, reference, expected))
+        file_problems.extend(_file_problems(folder, manifest, protocol, frames))
+    problems.extend(gather_lists(file_problems))
+    if manifests:
+        identities = sorted({(m.generator, m.generator_version, m.seed) for m in manifests})
+        if len(identities) > 1:
+            problems.append(f"the folders mix generators, versions or seeds {identities}; score one at a time")
+        rollouts = [m.rollout for m in manifests]
+        repeated = sorted({r for r in rollouts if rollouts.count(r) > 1})
+        if repeated:
+            problems.append(f"rollouts {repeated} appear in more than one folder")
+        primary_rollout = int(protocol.primary_metric.rsplit("@", 1)[1].rstrip("x"))
+        if primary_rollout not in rollouts:
+            problems.append(f"no {primary_rollout}x rollout: the primary metric {protocol.primary_metric} needs "
+                            f"{protocol.num_videos(primary_rollout)} videos of {protocol.num_frames(primary_rollout)} "
+                            "frames")
+    return problems
+
+
+def _row_id(generator: str, tag: str | None, protocol: Protocol) -> tuple[str, str]:
+    name, _, own_tag = generator.partition(".")
+    return name, tag or own_tag or f"{protocol.name}_external"
+
+
+def external_result(
+    manifests: list[SampleManifest], scores: dict[str, Any], protocol: Protocol, tag: str | None,
+    scoring_seconds: float,
+) -> dict[str, Any]:
+    """The result record of a scored sample folder (valid against `result.schema.json`)."""
+    first = manifests[0]
+    name, row_tag = _row_id(first.generator, tag, protocol)
+    base = next((m for m in manifests if m.rollout == 1), first)
+    frames = base.num_videos * base.num_frames
+    version = first.generator_version
+    checkpoint = version if len(version) == 64 and all(c in "0123456789abcdef" for c in version) else None
+    stage_seconds = {f"sampling_{m.rollout}x": round(m.sampling_seconds, 2) for m in manifests
+                     if m.sampling_seconds is not None}
+    metrics = {key: scores["metrics"][key] for key in protocol.metric_keys() if key in scores["metrics"]}
+    for key in protocol.metric_keys():  # rollouts the folder does not hold: missing, never 0
+        if key not in metrics:
+            spec_id, rollout = key.rsplit("@", 1)
+            spec = next(s for s in protocol.metrics if s.id == spec_id)
+            metrics[key] = {"value": None, "metric": spec.metric, "variant": spec.id, "rollout": int(rollout[:-1]),
+                            "higher_is_better": spec.higher_is_better, "num_real": None, "num_fake": 0,
+                            "extractor": spec.extractor, "missing_reason": f"the sample folder has no {rollout} rollout"}
+    return {
+        "schema_version": 1,
+        "id": f"{name}.{row_tag}",
+        "recipe": None,
+        "seed": first.seed,
+        "model": {"name": name, "tag": row_tag, "source": "external", "strategy": None, "config": None,
+                  "supported_conditions": [] if first.conditioned_on == "none" else [first.conditioned_on],
+                  "conditioned_on": first.conditioned_on, "clip_length": None, "can_extend": None},
+        "protocol": {"name": protocol.name, "version": protocol.version, "hash": protocol.hash,
+                     "primary_metric": protocol.primary_metric, "reference_sha256": scores["reference_sha256"],
+                     "spec": protocol.to_dict()},
+        "metrics": metrics,
+        "curves": scores["curves"],
+        "cost": {
+            "num_parameters": first.num_parameters, "train_steps": None, "train_seconds": None,
+            "sampling_seconds_per_frame": base.sampling_seconds / frames if base.sampling_seconds else None,
+            "sampling_batch_size": base.batch_size, "peak_memory_mb": None,
+            "hardware": first.hardware or UNREPORTED_HARDWARE,
+            "stage_seconds": {**stage_seconds, "scoring": round(scoring_seconds, 2)},
+        },
+        "provenance": {**provenance(protocol.hash, checkpoint, first.seed, None), "source": "external",
+                       "manifest_sha256": scores["manifest_sha256"], "generator_version": version},
+        "samples": {"strip": None, "num_videos": 0, "fps": first.fps},
+    }
+
+
+def score_external(
+    samples_dir: str | Path, protocol: Protocol, out_dir: str | Path = "leaderboard/results", tag: str | None = None,
+    data_root: str | None = None, device: str | torch.device = "cpu", strip_videos: int = 8,
+) -> tuple[Path | None, dict[str, Any]]:
+    """Check a sample folder against `protocol`, score it with the cached real statistics, write the result.
+
+    The result goes to `<out_dir>/<protocol>/<model>.<tag>.seed<k>.json` beside a GIF strip; returns its path
+    (None on ranks other than 0, which score but do not write) and the result. Raises `SamplesRejected`.
+    """
+    samples_dir = Path(samples_dir)
+    try:
+        sample_folders(samples_dir)  # a folder without samples is refused before the real set is built
+    except SamplesError as exc:
+        raise SamplesRejected(samples_dir, protocol, [str(exc)]) from exc
+    reference = rank_zero_first(lambda: load_reference(protocol, data_root))
+    problems = check_samples(samples_dir, protocol, reference)
+    if problems:
+        raise SamplesRejected(samples_dir, protocol, problems)
+    started = time.perf_counter()
+    scores = score_samples(samples_dir, protocol, reference, device=device)
+    folders = sorted(((read_manifest(folder), folder) for folder in sample_folders(samples_dir)),
+                     key=lambda pair: pair[0].rollout)
+    result = external_result([manifest for manifest, _ in folders], scores, protocol, tag,
+                             time.perf_counter() - started)
+    validate_result(result)
+    if rank_and_world_size()[0] != 0:
+        return None, result
+    path = Path(out_dir) / result_filename(result)
+    longest, folder = folders[-1]
+    count = min(strip_videos, longest.num_videos)
+    strip = write_strip(folder, path.with_suffix(".gif"), count, protocol.fps, protocol.channels)
+    if strip:
+        result["samples"] = {"strip": strip, "num_videos": count, "fps": protocol.fps}
+    return atomic_write_json(path, result), result
