@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -226,6 +227,46 @@ def run_seed(
     return atomic_write_json(out_path, result)
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One leaderboard row of a recipe: its place in the run (for messages), model name and result file per seed."""
+
+    index: int
+    total: int
+    name: str
+    targets: dict[int, Path]
+
+
+def _row_lock(recipe: Recipe, protocol: Protocol, name: str) -> FileLock:
+    """The lock one `zoo bench` process holds while it trains and scores a row (so two never do the same row)."""
+    folder = Path(recipe.runs_dir) / protocol.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / f"{name}.{recipe.row_tag}.lock")
+
+
+def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: ReferenceSet, device: torch.device,
+               force: bool, console: Console) -> None:
+    """Train (or load) the row's model and write a result per unfinished seed; finished seeds are skipped."""
+    row_id, where = f"{row.name}.{recipe.row_tag}", f"[{row.index}/{row.total}]"
+    settings = run_settings_sha256(row.name, recipe)
+    pending = [seed for seed, path in row.targets.items() if force or not is_finished(path, protocol, settings)]
+    if not pending:
+        console.print(f"{where} {row_id}: finished results exist, skipped (--force redoes)")
+        return
+    run_dir = Path(recipe.runs_dir) / protocol.name / row_id
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    console.print(f"{where} {row_id}: training / loading")
+    started = time.perf_counter()
+    trained = prepare_model(row.name, recipe, protocol, run_dir, device)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for seed in pending:
+            run_seed(trained, row.name, row_id, recipe, protocol, reference, seed, run_dir, row.targets[seed], device,
+                     progress, settings)
+    console.print(f"{where} {row_id}: done in {time.perf_counter() - started:.0f}s")
+
+
 def run_recipe(
     recipe: str | Path, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
     console: Console | None = None,
@@ -244,30 +285,28 @@ def run_recipe(
     console.print(f"[bold]zoo bench {loaded.name}[/bold]: protocol {protocol.name} v{protocol.version} "
                   f"({protocol.hash[:10]}), {len(names)} model(s), seeds {protocol.seeds}, device {device}")
     reference = load_reference(protocol, loaded.data_root)
-    paths: list[Path] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    for index, name in enumerate(names, start=1):
-        row_id = f"{name}.{loaded.row_tag}"
-        targets = {seed: results_root / protocol.name / f"{row_id}.seed{seed}.json" for seed in protocol.seeds}
-        paths.extend(targets.values())
-        settings = run_settings_sha256(name, loaded)
-        pending = [seed for seed, path in targets.items() if force or not is_finished(path, protocol, settings)]
-        if not pending:
-            console.print(f"[{index}/{len(names)}] {row_id}: finished results exist, skipped (--force redoes)")
+    rows = [_Row(index, len(names), name, {seed: results_root / protocol.name / f"{name}.{loaded.row_tag}.seed{seed}.json"
+                                           for seed in protocol.seeds})
+            for index, name in enumerate(names, start=1)]
+    busy: list[_Row] = []
+    for row in rows:
+        # Another `zoo bench` on the same runs folder may be on this row: do the others first, then wait for it.
+        lock = _row_lock(loaded, protocol, row.name)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            console.print(f"[{row.index}/{row.total}] {row.name}.{loaded.row_tag}: another process is on it; later")
+            busy.append(row)
             continue
-        run_dir = Path(loaded.runs_dir) / protocol.name / row_id
-        if force and run_dir.exists():
-            shutil.rmtree(run_dir)
-        console.print(f"[{index}/{len(names)}] {row_id}: training / loading")
-        model_started = time.perf_counter()
-        trained = prepare_model(name, loaded, protocol, run_dir, device)
-        with Progress(*columns, console=console, transient=True) as progress:
-            for seed in pending:
-                run_seed(trained, name, row_id, loaded, protocol, reference, seed, run_dir, targets[seed], device,
-                         progress, settings)
-        console.print(f"[{index}/{len(names)}] {row_id}: done in {time.perf_counter() - model_started:.0f}s")
+        try:
+            _bench_row(row, loaded, protocol, reference, device, force, console)
+        finally:
+            lock.release()
+    for row in busy:
+        with _row_lock(loaded, protocol, row.name):  # blocks until the other process is done, then skips its results
+            _bench_row(row, loaded, protocol, reference, device, False, console)
     if loaded.leaderboard_dir:
         build_leaderboard(results_root, loaded.leaderboard_dir)
     print_table(results_root, console)
     console.print(f"zoo bench {loaded.name} took {time.perf_counter() - started:.1f}s")
-    return paths
+    return [path for row in rows for path in row.targets.values()]

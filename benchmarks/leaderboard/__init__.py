@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from filelock import FileLock
 from rich.console import Console
 
 from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -58,12 +59,16 @@ def build_leaderboard(results_dir: str | Path = "leaderboard/results", out_dir: 
 ]:
     """Render `README.md`, `leaderboard.csv` and `index.html` into `out_dir`; returns their paths by kind."""
     out_dir = Path(out_dir)
-    boards, excluded = load_boards(results_dir)
-    return {
-        "markdown": atomic_write_text(out_dir / "README.md", render_markdown(boards, excluded, out_dir)),
-        "csv": atomic_write_text(out_dir / "leaderboard.csv", render_csv(boards)),
-        "html": atomic_write_text(out_dir / "index.html", render_html(boards, excluded, out_dir)),
-    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Read and write under one lock: two processes rendering at once could otherwise leave the one that read the
+    # results folder first (and so misses the other's row) as the last to write.
+    with FileLock(out_dir / ".render.lock"):
+        boards, excluded = load_boards(results_dir)
+        return {
+            "markdown": atomic_write_text(out_dir / "README.md", render_markdown(boards, excluded, out_dir)),
+            "csv": atomic_write_text(out_dir / "leaderboard.csv", render_csv(boards)),
+            "html": atomic_write_text(out_dir / "index.html", render_html(boards, excluded, out_dir)),
+        }
 
 
 def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/results") -> Path:

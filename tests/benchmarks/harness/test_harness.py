@@ -7,6 +7,10 @@ through the harness. Feature extractors are tiny pixel-statistics modules so sco
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,3 +244,24 @@ def test_micro_bench_end_to_end_resume_force_and_reproducibility(toy_env, tmp_pa
     primary = [row.metrics["fvd_pixels@1x"].mean for row in boards[0].rows]
     assert primary == sorted(primary)
     assert json.loads(paths[1].read_text())["protocol"]["hash"] == load_protocol(toy_env).hash
+
+
+@pytest.mark.slow
+def test_two_concurrent_bench_processes_lose_nothing_and_never_train_a_row_twice(toy_env, tmp_path):
+    worker = Path(__file__).with_name("bench_worker.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(worker.parent), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen([sys.executable, str(worker), str(toy_env), str(tmp_path)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [process.communicate(timeout=600)[0] for process in processes]
+    assert all(process.returncode == 0 for process in processes), "\n".join(logs)[-3000:]
+    # Every row was trained by exactly one of the two processes; the other skipped it or waited for it.
+    trained = [line for log in logs for line in log.splitlines() if "training / loading" in line]
+    assert len(trained) == 2, "\n".join(logs)
+    results = tmp_path / "results" / "toy_digits"
+    rows = ["harness_toy.toy_digits_micro", "harness_toy_short.toy_digits_micro"]
+    for row in rows:
+        assert load_result(results / f"{row}.seed0.json")["metrics"]["fvd_pixels@1x"]["value"] > 0
+    assert not list(results.glob(".*.tmp")), "a temp file was left behind"
+    board = (tmp_path / "board" / "README.md").read_text()
+    assert all(f"`{row}`" in board for row in rows)  # whichever process rendered last saw both rows
