@@ -1,7 +1,7 @@
 """Denoisers: a factorized space-time latent video DiT, and a MAR-style per-token diffusion head.
 
 `LatentVideoDenoiser` follows Latte / PixArt-α: diffusers `BasicTransformerBlock`s attend within each frame (with text
-cross-attention), temporal blocks attend across frames at each spatial position (optionally causally), and every
+cross-attention), temporal blocks attend across frames at each spatial position (optionally block-causally), and every
 block is AdaLN-modulated per frame from that frame's own noise level (+ an optional per-frame vector), which is what
 per-frame noise levels (diffusion forcing) and AR-conditioned denoising need. Known frames enter by channel-concat.
 
@@ -138,12 +138,15 @@ class LatentVideoDenoiser(nn.Module):
         text_mask: Tensor | None = None,
         frame_cond: Tensor | None = None,
         causal_time: bool = False,
+        temporal_block_size: int | None = None,
     ) -> Tensor:
         """Predict for noisy latents `x_t [B, T, c, h, w]` at `timesteps` (`[B]`, or `[B, T]` per frame).
 
         concat `[B, T, concat_channels, h, w]`: known latents + mask (None = nothing known).
         text_emb `[B, L, D]` (one prompt per video) or `[B, T, L, D]` (one per frame), text_mask the same without D
         (True = real token). frame_cond `[B, T, frame_cond_dim]`. causal_time: frame t attends only to frames <= t.
+        temporal_block_size: block-causal time (ACDiT): frames attend bidirectionally within consecutive blocks of
+        this many frames and causally across blocks; 1 is `causal_time`, >= T is full attention.
         """
         c = self.config
         batch, frames, _, height, width = x_t.shape
@@ -167,7 +170,12 @@ class LatentVideoDenoiser(nn.Module):
             spatial_modulation.view(batch, 1, frames, -1).expand(-1, num_patches, -1, -1).flatten(0, 1)
         )  # [B*S, T, 6D]
         text, text_bias = self._text_inputs(text_emb, text_mask, batch, frames)
-        causal_bias = self._causal_bias(batch * num_patches, frames, tokens) if causal_time else None
+        if causal_time and temporal_block_size not in (None, 1):
+            raise ValueError("causal_time is temporal_block_size=1; pass one of them, not both")
+        block_size = 1 if causal_time else temporal_block_size
+        causal_bias = None
+        if block_size is not None and block_size < frames:
+            causal_bias = self._block_causal_bias(batch * num_patches, frames, block_size, tokens)
 
         for spatial, temporal in zip(self.spatial_blocks, self.temporal_blocks, strict=True):
             tokens = spatial(
@@ -200,8 +208,11 @@ class LatentVideoDenoiser(nn.Module):
         return text, bias[:, None, :]  # [B*T, 1, L]
 
     @staticmethod
-    def _causal_bias(rows: int, frames: int, like: Tensor) -> Tensor:
-        future = torch.ones(frames, frames, dtype=torch.bool, device=like.device).triu(1)
+    def _block_causal_bias(rows: int, frames: int, block_size: int, like: Tensor) -> Tensor:
+        if block_size < 1:
+            raise ValueError(f"temporal_block_size must be >= 1, got {block_size}")
+        block = torch.arange(frames, device=like.device) // block_size
+        future = block[None, :] > block[:, None]  # [query, key]: the key's block comes after the query's
         bias = torch.zeros(frames, frames, dtype=like.dtype, device=like.device).masked_fill(future, float("-inf"))
         return bias.expand(rows, -1, -1)
 

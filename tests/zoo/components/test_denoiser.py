@@ -83,6 +83,29 @@ def test_causal_time_hides_future_frames(denoiser, inputs):
 
 
 @torch.no_grad()
+def test_block_causal_time_attends_within_blocks_and_causally_across(denoiser, inputs):
+    def with_frames_replaced(frames: slice) -> dict[str, torch.Tensor]:
+        altered = dict(inputs)
+        for key in ("x_t", "concat", "frame_cond"):
+            altered[key] = inputs[key].clone()
+            altered[key][:, frames] = torch.randn_like(altered[key][:, frames])
+        return altered
+
+    reference = denoiser(**inputs, temporal_block_size=2)  # blocks {0, 1}, {2, 3}, {4}
+    changed_3 = denoiser(**with_frames_replaced(slice(3, 4)), temporal_block_size=2)
+    torch.testing.assert_close(changed_3[:, :2], reference[:, :2], atol=1e-6, rtol=0)
+    assert (changed_3[:, 2] - reference[:, 2]).abs().max() > 1e-3, "frame 2 sees frame 3 in its own block"
+    assert (changed_3[:, 4] - reference[:, 4]).abs().max() > 1e-3, "a later block sees earlier ones"
+    # Block size 1 is causal_time; a block as long as the clip is full attention.
+    torch.testing.assert_close(denoiser(**inputs, temporal_block_size=1), denoiser(**inputs, causal_time=True))
+    torch.testing.assert_close(denoiser(**inputs, temporal_block_size=T), denoiser(**inputs))
+    with pytest.raises(ValueError, match="not both"):
+        denoiser(**inputs, causal_time=True, temporal_block_size=2)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        denoiser(**inputs, temporal_block_size=0)
+
+
+@torch.no_grad()
 def test_conditioning_inputs_are_used(denoiser, inputs):
     reference = denoiser(**inputs)
     for key in ("concat", "text_emb", "frame_cond"):
