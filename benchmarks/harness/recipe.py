@@ -13,18 +13,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from zoo.config import REPO_ROOT, ConfigError, build_config, did_you_mean, load_yaml, parse_overrides
+
+
+@dataclass
+class Variant:
+    """A named row that runs registered `model` with config `overrides` on top of what the recipe sets for that model,
+    so one recipe can hold a model several times (a sweep): `variants: {df_block1: {model: diffusion_forcing,
+    overrides: {block_size: 1}}}`, then `models: [df_block1, ...]`."""
+
+    model: str = MISSING
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RowSettings:
+    """Everything a recipe decides for one row: the registered model, its config YAML, config overrides, trainer
+    overrides, and a checkpoint to load instead of training."""
+
+    model: str
+    config_path: str | None
+    overrides: dict[str, Any]
+    trainer: dict[str, Any]
+    checkpoint: str | None
 
 
 @dataclass
 class Recipe:
     """What `zoo bench` runs.
 
-    models: registered model names or shell patterns (patterns match the zoo's own models, `"*"` = all of them).
-    model_configs / model_overrides / model_trainer / checkpoints: per-model config YAML (e.g. a `presets/` file),
-        config overrides, trainer overrides, and checkpoints to load instead of training. imports: modules to import first, so models defined outside the zoo register.
+    models: row names: registered models, `variants`, or shell patterns over the zoo's own models and the variants.
+    model_configs / model_overrides / model_trainer / checkpoints: per-model (or per-variant) config YAML (e.g. a
+        `presets/` file), config overrides, trainer overrides, and checkpoints to load instead of training.
+    variants: named rows running a registered model with extra overrides (see `Variant`).
+    imports: modules to import first, so models defined outside the zoo register.
     tag: the row-id tag (`<model>.<tag>`), default `<protocol>_<recipe>`. data_root: the folder of a real dataset.
     leaderboard_dir: where the leaderboard is re-rendered after the run (null: not rendered).
     vars: values the rest of the recipe interpolates as `${vars.name}` (`???` = must be given on the command line).
@@ -40,6 +64,7 @@ class Recipe:
     exclude: list[str] = field(default_factory=list)
     model_configs: dict[str, str] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
     trainer_preset: str = "default"
     trainer: dict[str, Any] = field(default_factory=dict)
     model_trainer: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +80,20 @@ class Recipe:
     @property
     def row_tag(self) -> str:
         return self.tag or f"{Path(self.protocol).stem}_{self.name}"
+
+    def row_settings(self, row: str) -> RowSettings:
+        """A row's settings; a variant's are its model's, then the variant's own entries, then its `overrides`."""
+        model = self.variants[row].model if row in self.variants else row
+        keys = [model, row] if row != model else [model]
+        overrides = OmegaConf.merge(*[self.model_overrides.get(key) or {} for key in keys],
+                                    self.variants[row].overrides if row in self.variants else {})
+        return RowSettings(
+            model=model,
+            config_path=self.model_configs.get(row, self.model_configs.get(model)),
+            overrides=OmegaConf.to_container(overrides, resolve=True),
+            trainer={**self.trainer, **{k: v for key in keys for k, v in (self.model_trainer.get(key) or {}).items()}},
+            checkpoint=self.checkpoints.get(row),
+        )
 
 
 def recipes_dir() -> Path:
@@ -98,23 +137,33 @@ def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Reci
 
 
 def resolve_models(recipe: Recipe) -> list[str]:
-    """The recipe's model names in order: explicit names as given, patterns expanded over the zoo's own models."""
+    """The recipe's row names in order: explicit names as given, patterns expanded over the zoo's own models and the
+    recipe's variants."""
     from zoo.registry import get_entry, list_models
 
     registered = list_models()
+    for name, variant in recipe.variants.items():
+        if name in registered or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"recipe '{recipe.name}': variant name '{name}' must be new and use only letters, "
+                              "digits, '_' and '-'")
+        if variant.model not in registered:
+            raise ConfigError(f"recipe '{recipe.name}': variant '{name}' runs unknown model '{variant.model}'"
+                              f"{did_you_mean(variant.model, registered)}")
     zoo_models = [name for name in registered if get_entry(name).cls.__module__.startswith("zoo.models.")]
+    selectable = [*zoo_models, *recipe.variants]
     names: list[str] = []
     for item in recipe.models:
         if any(ch in item for ch in "*?["):
-            matches = fnmatch.filter(zoo_models, item)
+            matches = fnmatch.filter(selectable, item)
             if not matches:
-                raise ConfigError(f"recipe '{recipe.name}': pattern '{item}' matches no zoo model")
-        elif item in registered:
+                raise ConfigError(f"recipe '{recipe.name}': pattern '{item}' matches no zoo model or variant")
+        elif item in registered or item in recipe.variants:
             matches = [item]
         else:
             raise ConfigError(
-                f"recipe '{recipe.name}' names unknown model '{item}'{did_you_mean(item, registered)}; "
-                "`zoo list` shows the registered models (add the defining module to `imports`)"
+                f"recipe '{recipe.name}' names unknown model '{item}'"
+                f"{did_you_mean(item, [*registered, *recipe.variants])}; "
+                "`zoo list` shows the registered models (add the defining module to `imports`, or define a variant)"
             )
         names.extend(name for name in matches if name not in names)
     names = [name for name in names if not any(fnmatch.fnmatch(name, pattern) for pattern in recipe.exclude)]

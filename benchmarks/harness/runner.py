@@ -64,7 +64,7 @@ def _model_overrides(recipe: Recipe, protocol: Protocol, name: str) -> dict[str,
     # The protocol pins the frame shape; the training clip length stays the model's own (a recipe may set it),
     # since what a model trains on is part of the method being compared. Results record it.
     pinned = {"image_size": protocol.resolution, "channels": protocol.channels}
-    return {**pinned, **dict(recipe.model_overrides.get(name, {}) or {})}
+    return {**pinned, **recipe.row_settings(name).overrides}
 
 
 def _check_frames(model: VideoGenerator, protocol: Protocol, source: str) -> None:
@@ -82,16 +82,17 @@ def _repo_path(path: str) -> Path:
 
 
 def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, device: torch.device) -> Trained:
-    """Load the recipe's checkpoint for `name`, or train it (resuming, or reusing a finished run in `run_dir`)."""
+    """Load the recipe's checkpoint for row `name`, or train it (resuming, or reusing a finished run in `run_dir`)."""
     from zoo.registry import create_model, load_model
     from zoo.training import train_model, trainer_config
 
-    if name in recipe.checkpoints:
-        path = Path(recipe.checkpoints[name])
+    settings = recipe.row_settings(name)
+    if settings.checkpoint is not None:
+        path = Path(settings.checkpoint)
         model = load_model(path)
         _check_frames(model, protocol, f"checkpoint {path}")
         return Trained(model.to(device).eval(), sha256_file(path), None, None, None)
-    trainer_cfg = trainer_config(recipe.trainer_preset, {**recipe.trainer, **dict(recipe.model_trainer.get(name, {}))})
+    trainer_cfg = trainer_config(recipe.trainer_preset, settings.trainer)
     checkpoint, summary_path = run_dir / "checkpoints" / "last.ckpt", run_dir / "train.json"
     if summary_path.is_file() and checkpoint.is_file():
         summary = json.loads(summary_path.read_text())
@@ -101,8 +102,8 @@ def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, 
             _check_frames(model, protocol, f"checkpoint {checkpoint}")
             return Trained(model.to(device).eval(), summary["sha256"], summary["steps"], summary["seconds"],
                            trainer_cfg.seed)
-    config_path = recipe.model_configs.get(name)
-    model = create_model(name, config_path=_repo_path(config_path) if config_path else None,
+    config_path = settings.config_path
+    model = create_model(settings.model, config_path=_repo_path(config_path) if config_path else None,
                          overrides=_model_overrides(recipe, protocol, name))
     _check_frames(model, protocol, f"model '{name}'")
     data_overrides = {k: v for k, v in dataset_overrides(protocol, recipe.data_root).items() if k != "num_frames"}
@@ -120,10 +121,12 @@ def run_settings_sha256(name: str, recipe: Recipe) -> str:
     """
     from zoo.training import trainer_config
 
-    trainer = trainer_config(recipe.trainer_preset, {**recipe.trainer, **dict(recipe.model_trainer.get(name, {}))})
-    settings = {"trainer": dataclasses.asdict(trainer), "config": recipe.model_configs.get(name),
-                "overrides": dict(recipe.model_overrides.get(name, {}) or {}),
-                "checkpoint": recipe.checkpoints.get(name), "data_root": recipe.data_root}
+    row = recipe.row_settings(name)
+    settings = {"trainer": dataclasses.asdict(trainer_config(recipe.trainer_preset, row.trainer)),
+                "config": row.config_path, "overrides": row.overrides, "checkpoint": row.checkpoint,
+                "data_root": recipe.data_root}
+    if row.model != name:  # a variant: which model it runs is a setting too
+        settings["model"] = row.model
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -199,7 +202,7 @@ def run_seed(
         "recipe": recipe.name,
         "seed": seed,
         "model": {
-            "name": name, "tag": recipe.row_tag,
+            "name": name, "tag": recipe.row_tag, "variant_of": recipe.row_settings(name).model,
             "source": "zoo" if type(model).__module__.startswith("zoo.models.") else "external",
             "strategy": model.strategy, "config": dataclasses.asdict(model.config),
             "supported_conditions": sorted(model.supported_conditions),

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.leaderboard.render import COST_COLUMNS, REPRODUCIBILITY, arrow, format_cost, is_best
 from benchmarks.leaderboard.results import Board, Excluded
@@ -202,6 +203,46 @@ def _charts(board: Board) -> list[str]:
             direction = arrow(board.higher_is_better[keyed[0][1]])
             charts.append(svg_chart(series, f"{variant} {direction} vs rollout length", "rollout (x the 1x length)",
                                     variant, "quality-over-time", x_ticks=[float(r) for r, _ in sorted(keyed)]))
+    charts.extend(_sweep_charts(board, colors))
+    return charts
+
+
+def _flat_numbers(config: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a nested config, keyed by dotted path."""
+    leaves: dict[str, float] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            leaves.update(_flat_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            leaves[f"{prefix}{key}"] = float(value)
+    return leaves
+
+
+def _sweep_charts(board: Board, colors: dict[str, str]) -> list[str]:
+    """A sweep (recipe variants of one model) plotted against its knob: rows that run the same registered model and
+    whose configs differ in exactly one numeric key give the primary metric and the speed vs that key."""
+    groups: dict[str, list] = {}
+    for row in board.rows:
+        groups.setdefault(row.first["model"].get("variant_of") or row.first["model"]["name"], []).append(row)
+    charts = []
+    primary = board.primary_metric
+    for model, rows in sorted(groups.items()):
+        if len(rows) < 3:
+            continue
+        configs = [_flat_numbers(row.first["model"].get("config") or {}) for row in rows]
+        shared = set.intersection(*(set(c) for c in configs))
+        knobs = [key for key in sorted(shared) if len({c[key] for c in configs}) == len(rows)]
+        if len(knobs) != 1:
+            continue
+        knob = knobs[0]
+        for label, values in (
+            (f"{primary} {arrow(board.higher_is_better[primary])}", [r.metrics[primary].mean for r in rows]),
+            ("sampling seconds per frame", [r.cost("sampling_seconds_per_frame") for r in rows]),
+        ):
+            points = sorted((c[knob], v) for c, v in zip(configs, values, strict=True) if v is not None)
+            if len(points) >= 2:
+                charts.append(svg_chart([Series(model, colors[rows[0].id], points)], f"{model}: {label} vs {knob}",
+                                        knob, label, "sweep", x_ticks=[x for x, _ in points]))
     return charts
 
 

@@ -267,3 +267,19 @@ def test_two_concurrent_bench_processes_lose_nothing_and_never_train_a_row_twice
     assert not list(results.glob(".*.tmp")), "a temp file was left behind"
     board = (tmp_path / "board" / "README.md").read_text()
     assert all(f"`{row}`" in board for row in rows)  # whichever process rendered last saw both rows
+
+
+def test_recipe_variants_run_one_model_as_several_rows(toy_env, tmp_path):
+    variants = ["variants.toy_clean.model=harness_toy", "variants.toy_clean.overrides.noise=0.0",
+                "variants.toy_noisy.model=harness_toy", "variants.toy_noisy.overrides.noise=0.4"]
+    overrides = [*micro_overrides(tmp_path, toy_env, models="[toy_clean,toy_noisy]"), *variants]
+    recipe = load_recipe("micro", overrides)
+    assert recipe.row_settings("toy_noisy").model == "harness_toy"
+    assert run_settings_sha256("toy_clean", recipe) != run_settings_sha256("toy_noisy", recipe)
+    clean, noisy = (load_result(path) for path in run_recipe("micro", overrides))
+    assert (clean["id"], noisy["id"]) == ("toy_clean.toy_digits_micro", "toy_noisy.toy_digits_micro")
+    assert clean["model"]["variant_of"] == noisy["model"]["variant_of"] == "harness_toy"
+    assert (clean["model"]["config"]["noise"], noisy["model"]["config"]["noise"]) == (0.0, 0.4)
+    assert clean["metrics"]["flicker@1x"]["value"] < noisy["metrics"]["flicker@1x"]["value"]
+    with pytest.raises(ConfigError, match="variant 'toy_bad' runs unknown model 'harness_tyo'"):
+        resolve_models(load_recipe("micro", [*overrides, "variants.toy_bad.model=harness_tyo"]))

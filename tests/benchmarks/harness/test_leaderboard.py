@@ -167,3 +167,18 @@ def test_print_table_shows_every_protocol_and_the_excluded_files(results_dir):
     assert text.count("toy v1") == 2
     assert "beta.toy_micro" in text and "missing" in text and "11 ± 1.4" in text
     assert "excluded" in text and "delta.toy_micro.seed0.json" in text
+
+
+def test_a_sweep_of_one_model_is_plotted_against_its_knob(tmp_path, make_result, write_result):
+    root = tmp_path / "results"
+    for block, fvd, speed in ((1, 9.0, 0.04), (2, 7.0, 0.02), (4, 8.0, 0.01)):
+        result = make_result(f"df_block{block}", fvd=fvd, speed=speed)
+        result["model"]["variant_of"] = "diffusion_forcing"
+        result["model"]["config"] = {"block_size": block, "schedule": {"chunk_size": 4}, "width": 4}
+        write_result(root, result)
+    write_result(root, make_result("other", fvd=6.0))  # not part of the sweep
+    page = build_leaderboard(root, tmp_path / "board")["html"].read_text()
+    sweeps = page.split('class="chart sweep"')[1:]
+    assert len(sweeps) == 2  # quality and speed, each against block_size
+    assert all("vs block_size" in chart and "diffusion_forcing" in chart for chart in sweeps)
+    assert "other" not in "".join(chart.split("</svg>")[0] for chart in sweeps)
