@@ -1,7 +1,13 @@
 """hybrid-video-zoo: interchangeable AR / diffusion / hybrid video generators behind one interface."""
 
-from zoo.interface import Conditioning, ConditioningError, ModelConfig, VideoGenerator
-from zoo.registry import create_model, export_safetensors, list_models, load_model, register_model
+import os
+
+# OpenMP threads that spin while they wait starve each other on a small or shared CPU box (small ops ran 10-40x
+# slower under load); passive waiting costs nothing measurable on a free one. Takes effect if torch is not loaded yet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from zoo.interface import Conditioning  # noqa: E402, ConditioningError, ModelConfig, VideoGenerator
+from zoo.registry import create_model  # noqa: E402, export_safetensors, list_models, load_model, register_model
 
 __all__ = [
     "Conditioning",

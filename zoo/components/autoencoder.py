@@ -307,6 +307,22 @@ def load_autoencoder(name_or_path: str | Path, map_location: str | torch.device 
     return ae.to(map_location).freeze()
 
 
+def load_autoencoder_for(
+    name_or_path: str | Path, channels: int, image_size: int, kind: str | None = None
+) -> FrameAutoencoder:
+    """`load_autoencoder`, refusing one that does not code `channels` x `image_size`px frames (or is not of `kind`)."""
+    autoencoder = load_autoencoder(name_or_path)
+    ae = autoencoder.config
+    if kind is not None and ae.kind != kind:
+        raise ConfigError(f"autoencoder '{name_or_path}' is a {ae.kind} autoencoder; this model needs a {kind} one")
+    if (ae.channels, ae.image_size) != (channels, image_size):
+        raise ConfigError(
+            f"autoencoder '{name_or_path}' codes {ae.channels}x{ae.image_size}px frames but the model makes "
+            f"{channels}x{image_size}px; set channels/image_size or pick another autoencoder"
+        )
+    return autoencoder
+
+
 # ---- training -------------------------------------------------------------------------------------------------
 def _psnr(mse: Tensor) -> Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))

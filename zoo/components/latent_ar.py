@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
-from transformers import DynamicCache
+from transformers import Cache
 
 from zoo.components.ar import ARConfig, CausalTransformer
 from zoo.components.denoiser import DiffusionHead
@@ -147,10 +147,14 @@ class NextLatentAR(nn.Module):
         self,
         blocks: Tensor,
         text: TextPrefix | None = None,
-        past: DynamicCache | None = None,
+        past: Cache | None = None,
         use_cache: bool = False,
-    ) -> tuple[Tensor, DynamicCache | None]:
-        """Head conditions `[B, M, S, dim]` for `M` new blocks `[B, M*S, dim]` (after `past`), and the cache."""
+        cache_blocks: int | None = None,
+    ) -> tuple[Tensor, Cache | None]:
+        """Head conditions `[B, M, S, dim]` for `M` new blocks `[B, M*S, dim]` (after `past`), and the cache.
+
+        A new cache (`use_cache` without `past`) holds the prefix and `cache_blocks` blocks (default: as many as fit).
+        """
         prefix_len, prefix_mask = 0, None
         if text is not None and self.text_proj is not None:
             prefix_len, prefix_mask = text[0].shape[1], text[1]
@@ -163,6 +167,7 @@ class NextLatentAR(nn.Module):
             use_cache=use_cache,
             prefix_len=prefix_len,
             prefix_mask=prefix_mask,
+            cache_size=None if cache_blocks is None else prefix_len + cache_blocks * self.tokens_per_frame,
         )
         if past is None:
             hidden = hidden[:, prefix_len:]
@@ -248,7 +253,10 @@ class NextLatentAR(nn.Module):
                     text = encode_text(step_prompts + [NULL_PROMPT] * batch if guided else step_prompts)
                 window = self._inference_inputs(inputs[start:step], streams, batch)
                 window_codes = None if codes is None else torch.cat([codes[:, :1], codes[:, start + 1 : step + 1]], 1)
-                z, cache = self.conditions(self._sequence(*window, window_codes), text, use_cache=use_kv_cache)
+                # The window holds the start block and at most `max_input_frames` frames.
+                z, cache = self.conditions(
+                    self._sequence(*window, window_codes), text, use_cache=use_kv_cache, cache_blocks=max_input_frames + 1
+                )
                 cache_key = (start, step_prompts)
             frame = self._sample_frame(z[:, -1], generator, scale if guided else None)
             outputs.append(frame)

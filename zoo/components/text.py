@@ -142,6 +142,16 @@ def build_text_encoder(name: str, dim: int) -> TextEncoder:
     return TEXT_ENCODERS[name](dim)
 
 
+def encode_prompts_per_frame(encoder: TextEncoder, prompts: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-frame prompts `[B][T]` -> (tokens `[B, T, L, D]`, mask `[B, T, L]`, pooled `[B, T, D]`); each distinct
+    prompt is encoded once (a script repeats a few prompts over many frames)."""
+    unique = sorted({prompt for video in prompts for prompt in video})
+    tokens, mask, pooled = encoder.encode(unique)
+    lookup = {prompt: i for i, prompt in enumerate(unique)}
+    index = torch.tensor([[lookup[prompt] for prompt in video] for video in prompts], device=tokens.device)
+    return tokens[index], mask[index], pooled[index]
+
+
 def drop_prompts(prompts: list[str], p: float, generator: torch.Generator | None = None) -> list[str]:
     """Replace each prompt by the null prompt "" with probability `p` (condition dropout for CFG)."""
     if p <= 0:
@@ -158,4 +168,5 @@ __all__ = [
     "TextEncoder",
     "build_text_encoder",
     "drop_prompts",
+    "encode_prompts_per_frame",
 ]

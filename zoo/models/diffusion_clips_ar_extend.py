@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.components.ar import ARConfig, CausalTransformer, sample_tokens
+from zoo.components.ar import ARConfig, CausalTransformer, TokenSampling, TokenSlotEmbedding, write_frames
 from zoo.components.autoencoder import FrameAutoencoder, load_autoencoder
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
@@ -161,11 +161,9 @@ class DiffusionClipsARExtend(VideoGenerator):
         self.tokens_per_frame = token_rows * token_cols
         width = config.ar.dim
         self.ar = CausalTransformer(config.ar, vocab_size=self.vq_autoencoder.codebook_size)
-        self.token_embed = nn.Embedding(self.vq_autoencoder.codebook_size, width)
-        self.cell_embed = nn.Embedding(self.tokens_per_frame, width)
-        self.frame_embed = nn.Embedding(config.clip_length, width)
+        codebook_size = self.vq_autoencoder.codebook_size
+        self.slot_embed = TokenSlotEmbedding(codebook_size, self.tokens_per_frame, config.clip_length, width)
         self.text_proj = nn.Linear(config.text_dim, width)
-        self.start_token = nn.Parameter(torch.randn(width) * 0.02)  # input of the stream's first slot
         self.end_marker = nn.Parameter(torch.randn(width) * 0.02)  # tells end-clip prefix tokens from context
 
     def _frozen_autoencoder(self, name: str, kind: str) -> FrameAutoencoder:
@@ -228,8 +226,9 @@ class DiffusionClipsARExtend(VideoGenerator):
             end_tokens, tokens = tokens[:, length - num_end : length], tokens[:, : length - num_end]
         prefix, prefix_mask = self._ar_prefix(prompts, end_tokens, end_position=tokens.shape[1])
         stream = tokens.flatten(1)
-        inputs = torch.cat([prefix, self._stream_embeds(stream, 0, stream.shape[1])], dim=1)
-        hidden, _ = self._ar_forward(inputs, prefix_mask)
+        inputs = torch.cat([prefix, self.slot_embed(stream, 0, stream.shape[1])], dim=1)
+        # Raster order: plain causal attention over tokens (block_size 1), after the bidirectional prefix.
+        hidden, _ = self.ar(inputs, prefix_len=prefix.shape[1], prefix_mask=prefix_mask)
         logits = self.ar.token_head(hidden[:, prefix.shape[1] :])
         return F.cross_entropy(logits.flatten(0, 1), stream.flatten())
 
@@ -342,34 +341,24 @@ class DiffusionClipsARExtend(VideoGenerator):
     ) -> Tensor:
         """Tokens `[B, T, h*w]` extended to `[B, end_start, h*w]`, token by token within a frame, frame by frame.
 
-        With `use_kv_cache`, each step feeds one token to the cache; the cache is re-filled when the view slides or the
-        prompt changes. Without it, every step runs the whole view (the reference the cache must match).
+        The KV cache lives until the view slides, the end clip joins it, or the prompt changes (`ar_view`).
         """
         num_end = 0 if end_tokens is None else end_tokens.shape[1]
-        view, cache = None, None
-        for frame in range(tokens.shape[1], end_start):
+
+        def view_of(frame: int) -> tuple[int, tuple[bool, tuple[str, ...]]]:
             start, with_end = ar_view(frame, end_start, num_end, self.clip_length, self.config.end_view_history)
-            frame_prompts = [video_prompts[frame] for video_prompts in prompts]
-            if view != (start, with_end, frame_prompts):
-                view, cache = (start, with_end, frame_prompts), None
-                prefix, prefix_mask = self._ar_prefix(
-                    frame_prompts, end_tokens if with_end else None, end_position=end_start - start
-                )
-            history = tokens[:, start:frame].flatten(1)
-            new = history.new_zeros(history.shape[0], 0)
-            for _ in range(self.tokens_per_frame):
-                stream = torch.cat([history, new], dim=1)
-                slot = stream.shape[1]  # the slot whose output predicts the next token
-                if cache is None:
-                    inputs = torch.cat([prefix, self._stream_embeds(stream, 0, slot + 1)], dim=1)
-                    hidden, cache = self._ar_forward(inputs, prefix_mask, use_cache=self.config.use_kv_cache)
-                else:
-                    hidden, cache = self._ar_forward(self._stream_embeds(stream, slot, 1), prefix_mask, past=cache)
-                logits = self.ar.token_head(hidden[:, -1])
-                token = sample_tokens(logits, generator, self.config.temperature, self.config.top_k)
-                new = torch.cat([new, token[:, None]], dim=1)
-            tokens = torch.cat([tokens, new[:, None]], dim=1)
-        return tokens
+            return start, (with_end, tuple(video[frame] for video in prompts))
+
+        def prefix_of(frame: int, start: int) -> tuple[Tensor, Tensor]:
+            with_end = view_of(frame)[1][0]
+            frame_prompts = [video[frame] for video in prompts]
+            return self._ar_prefix(frame_prompts, end_tokens if with_end else None, end_position=end_start - start)
+
+        config = self.config
+        sampling = TokenSampling(config.temperature, config.top_k, use_kv_cache=config.use_kv_cache)
+        return write_frames(
+            self.ar, self.slot_embed, tokens, end_start, view_of, prefix_of, self.clip_length, generator, sampling
+        )
 
     def _ar_prefix(self, prompts: list[str], end_tokens: Tensor | None, end_position: int) -> tuple[Tensor, Tensor]:
         """AR prefix `[B, P, dim]` and its mask: the text tokens, then the end clip's tokens (if any) at frame
@@ -378,41 +367,13 @@ class DiffusionClipsARExtend(VideoGenerator):
         parts, masks = [self.text_proj(text)], [text_mask]
         if end_tokens is not None:
             num_end = end_tokens.shape[1]
-            frame_positions = torch.arange(end_position, end_position + num_end, device=end_tokens.device)
-            cells = torch.arange(self.tokens_per_frame, device=end_tokens.device)
-            end = (
-                self.token_embed(end_tokens)
-                + self.cell_embed(cells)
-                + self.frame_embed(frame_positions)[:, None]
-                + self.end_marker
-            )
+            first = end_position * self.tokens_per_frame  # the end clip's tokens sit at their own view positions
+            slots = torch.arange(first, first + num_end * self.tokens_per_frame, device=end_tokens.device)
+            slots = slots.view(num_end, self.tokens_per_frame)
+            end = self.slot_embed.token(end_tokens) + self.slot_embed.position(slots) + self.end_marker
             parts.append(end.flatten(1, 2))
             masks.append(torch.ones(end.shape[0], num_end * self.tokens_per_frame, dtype=torch.bool, device=end.device))
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
-
-    def _stream_embeds(self, stream: Tensor, first_slot: int, num_slots: int) -> Tensor:
-        """Inputs of slots `[first_slot, first_slot + num_slots)` of a token stream `[B, n]` (frames in view, raster).
-
-        Slot i holds token i-1 (the start token at slot 0) plus the position of token i, the one it predicts.
-        """
-        slots = torch.arange(first_slot, first_slot + num_slots, device=stream.device)
-        previous = self.token_embed(F.pad(stream, (1, 0))[:, slots])  # padded stream: index i is token i-1
-        previous = torch.where((slots == 0)[None, :, None], self.start_token.to(previous.dtype), previous)
-        return (
-            previous + self.cell_embed(slots % self.tokens_per_frame) + self.frame_embed(slots // self.tokens_per_frame)
-        )
-
-    def _ar_forward(
-        self, inputs: Tensor, prefix_mask: Tensor, past: Any = None, use_cache: bool = False
-    ) -> tuple[Tensor, Any]:
-        return self.ar(
-            inputs,
-            block_size=1,  # raster order: plain causal attention over tokens, after the bidirectional prefix
-            past=past,
-            use_cache=use_cache or past is not None,
-            prefix_len=prefix_mask.shape[1],
-            prefix_mask=prefix_mask,
-        )
 
 
 def _concat(known: Tensor, mask: Tensor) -> Tensor:

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.autoencoder import load_autoencoder
+from zoo.components.autoencoder import load_autoencoder_for
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.schedules import Schedule, ScheduleConfig, ScheduleStep, build_schedule, sample_with_schedule
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
 from zoo.registry import register_model
@@ -114,13 +114,7 @@ class DiffusionForcing(VideoGenerator):
 
     def __init__(self, config: DiffusionForcingConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder(config.autoencoder)
-        ae_config = self.autoencoder.config
-        if (ae_config.channels, ae_config.image_size) != (config.channels, config.image_size):
-            raise ConfigError(
-                f"autoencoder '{config.autoencoder}' codes {ae_config.channels}x{ae_config.image_size}px frames but the "
-                f"model makes {config.channels}x{config.image_size}px; set channels/image_size or pick another autoencoder"
-            )
+        self.autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size)
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
         latent_channels, latent_size, _ = self.autoencoder.latent_shape
         self.denoiser = LatentVideoDenoiser(
@@ -151,14 +145,6 @@ class DiffusionForcing(VideoGenerator):
         }
 
     # ---- the network on a window -------------------------------------------------------------------------
-    def _encode_prompts(self, prompts: list[list[str]]) -> TextInputs:
-        """Per-frame prompts `[B][T]` -> (tokens, mask, pooled), encoding each distinct prompt once."""
-        unique = sorted({p for video in prompts for p in video})
-        tokens, mask, pooled = self.text_encoder.encode(unique)
-        lookup = {prompt: i for i, prompt in enumerate(unique)}
-        index = torch.tensor([[lookup[p] for p in video] for video in prompts], device=tokens.device)
-        return tokens[index], mask[index], pooled[index]
-
     def _predict(self, x_t: Tensor, timesteps: Tensor, text: TextInputs) -> Tensor:
         """The denoiser on `x_t [B, W, c, h, w]` at per-frame `timesteps [B, W]`, block-causal in time."""
         tokens, mask, pooled = text
@@ -172,7 +158,7 @@ class DiffusionForcing(VideoGenerator):
         with torch.no_grad():
             latents = self.autoencoder.encode_video(video)
         prompts = drop_prompts(list(batch["text"]), self.config.text_dropout, None)
-        text = self._encode_prompts([[prompt] * frames for prompt in prompts])
+        text = encode_prompts_per_frame(self.text_encoder, [[prompt] * frames for prompt in prompts])
         timesteps = self.diffusion.sample_timesteps((batch_size, frames), device=self.device)
         weight = None
         if self.training and torch.rand(()) < self.config.self_forcing_probability:
@@ -240,8 +226,8 @@ class DiffusionForcing(VideoGenerator):
         num_videos, num_frames = known.shape[:2]
         has_text = prompts is not None
         prompts = prompts or [[NULL_PROMPT] * num_frames] * num_videos
-        text = self._encode_prompts(prompts)
-        null_text = self._encode_prompts([[NULL_PROMPT] * num_frames] * num_videos) if has_text else None
+        text = encode_prompts_per_frame(self.text_encoder, prompts)
+        null_text = encode_prompts_per_frame(self.text_encoder, [[NULL_PROMPT] * num_frames] * num_videos) if has_text else None
         return sample_with_schedule(
             lambda x, step: self._guided_prediction(x, step, text, null_text, generator),
             self.diffusion,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.components.ar import ARConfig, CausalTransformer, sample_tokens
+from zoo.components.ar import ARConfig, CausalTransformer, TokenSampling, TokenSlotEmbedding, write_frames
 from zoo.components.autoencoder import load_autoencoder
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
 from zoo.config import ConfigError
@@ -91,10 +91,7 @@ class VideoAR(VideoGenerator):
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
         self.text_proj = nn.Linear(config.text_dim, width)
         self.transformer = CausalTransformer(config.ar, vocab_size=self.autoencoder.codebook_size)
-        self.token_embed = nn.Embedding(self.autoencoder.codebook_size, width)
-        self.cell_embed = nn.Embedding(self.tokens_per_frame, width)
-        self.frame_embed = nn.Embedding(config.clip_length, width)
-        self.start_token = nn.Parameter(torch.randn(width) * 0.02)  # input of slot 0, which predicts the first token
+        self.slot_embed = TokenSlotEmbedding(self.autoencoder.codebook_size, self.tokens_per_frame, config.clip_length, width)
 
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the sampling cost knobs the throughput report needs."""
@@ -114,8 +111,9 @@ class VideoAR(VideoGenerator):
         with torch.no_grad():
             stream = self.autoencoder.encode_video_tokens(video).flatten(1)  # [B, T*h*w], raster within a frame
         prefix, prefix_mask = self._prefix(prompts)
-        inputs = torch.cat([prefix, self._slot_embeds(stream, 0, stream.shape[1])], dim=1)
-        hidden, _ = self._transformer(inputs, prefix_mask)
+        inputs = torch.cat([prefix, self.slot_embed(stream, 0, stream.shape[1])], dim=1)
+        # Raster order: plain causal attention over tokens (block_size 1), after the bidirectional prefix.
+        hidden, _ = self.transformer(inputs, prefix_len=prefix.shape[1], prefix_mask=prefix_mask)
         logits = self.transformer.token_head(hidden[:, prefix.shape[1] :])
         return F.cross_entropy(logits.flatten(0, 1), stream.flatten())
 
@@ -142,65 +140,28 @@ class VideoAR(VideoGenerator):
     ) -> Tensor:
         """Extend tokens `[B, T0, h*w]` to `[B, num_frames, h*w]`, token by token, under prompts `[B][num_frames]`.
 
-        The view is the last `clip_length - 1` frames plus the one being written. With `use_kv_cache` each step
-        feeds one token and the cache lives until the view slides or the prompt changes; without it, every step
-        runs the whole view (the reference the cache must match).
+        The view is the last `clip_length - 1` frames plus the one being written; the KV cache lives until the view
+        slides or the prompt changes. Guidance runs the prompt and the null prompt as one batch of 2B rows.
         """
         num_videos = tokens.shape[0]
-        view, cache = None, None
-        for frame in range(tokens.shape[1], num_frames):
-            start = max(0, frame - (self.clip_length - 1))
-            frame_prompts = [video_prompts[frame] for video_prompts in prompts]
-            if view != (start, frame_prompts):
-                view, cache = (start, frame_prompts), None
-                guided = self.config.guidance_scale != 1.0 and any(p != NULL_PROMPT for p in frame_prompts)
-                # Guidance runs the prompt and the null prompt as one batch of 2B rows.
-                null_prompts = [NULL_PROMPT] * num_videos if guided else []
-                prefix, prefix_mask = self._prefix(frame_prompts + null_prompts)
-            history = tokens[:, start:frame].flatten(1)
-            new = history.new_zeros(num_videos, 0)
-            for _ in range(self.tokens_per_frame):
-                stream = torch.cat([history, new], dim=1).repeat(prefix.shape[0] // num_videos, 1)
-                slot = stream.shape[1]  # the slot whose output predicts the next token
-                if cache is None:
-                    inputs = torch.cat([prefix, self._slot_embeds(stream, 0, slot + 1)], dim=1)
-                    hidden, cache = self._transformer(inputs, prefix_mask, use_cache=self.config.use_kv_cache)
-                else:
-                    hidden, cache = self._transformer(self._slot_embeds(stream, slot, 1), prefix_mask, past=cache)
-                logits = self.transformer.token_head(hidden[:, -1])
-                if logits.shape[0] > num_videos:
-                    cond_logits, uncond_logits = logits.chunk(2)
-                    logits = uncond_logits + self.config.guidance_scale * (cond_logits - uncond_logits)
-                token = sample_tokens(logits, generator, self.config.temperature, self.config.top_k)
-                new = torch.cat([new, token[:, None]], dim=1)
-            tokens = torch.cat([tokens, new[:, None]], dim=1)
-        return tokens
+        config = self.config
+
+        def view_of(frame: int) -> tuple[int, tuple[str, ...]]:
+            return max(0, frame - (self.clip_length - 1)), tuple(video[frame] for video in prompts)
+
+        def prefix_of(frame: int, start: int) -> tuple[Tensor, Tensor]:
+            frame_prompts = [video[frame] for video in prompts]
+            guided = config.guidance_scale != 1.0 and any(p != NULL_PROMPT for p in frame_prompts)
+            return self._prefix(frame_prompts + [NULL_PROMPT] * num_videos if guided else frame_prompts)
+
+        sampling = TokenSampling(config.temperature, config.top_k, config.guidance_scale, config.use_kv_cache)
+        return write_frames(
+            self.transformer, self.slot_embed, tokens, num_frames, view_of, prefix_of, self.clip_length, generator,
+            sampling,
+        )
 
     # ---- the transformer's inputs ------------------------------------------------------------------------
     def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """Text prefix `[B, L, dim]` and its mask `[B, L]` (True = real token)."""
         text, mask, _ = self.text_encoder.encode(prompts)
         return self.text_proj(text), mask
-
-    def _slot_embeds(self, stream: Tensor, first_slot: int, num_slots: int) -> Tensor:
-        """Inputs of slots `[first_slot, first_slot + num_slots)` of a token stream `[B, n]` (frames in view, raster).
-
-        Slot i holds token i-1 (the start token at slot 0) plus the position of token i, the one it predicts.
-        """
-        slots = torch.arange(first_slot, first_slot + num_slots, device=stream.device)
-        previous = self.token_embed(F.pad(stream, (1, 0))[:, slots])  # padded stream: index i is token i-1
-        previous = torch.where((slots == 0)[None, :, None], self.start_token.to(previous.dtype), previous)
-        position = self.cell_embed(slots % self.tokens_per_frame) + self.frame_embed(slots // self.tokens_per_frame)
-        return previous + position
-
-    def _transformer(
-        self, inputs: Tensor, prefix_mask: Tensor, past: Any = None, use_cache: bool = False
-    ) -> tuple[Tensor, Any]:
-        return self.transformer(
-            inputs,
-            block_size=1,  # raster order: plain causal attention over tokens, after the bidirectional prefix
-            past=past,
-            use_cache=use_cache or past is not None,
-            prefix_len=prefix_mask.shape[1],
-            prefix_mask=prefix_mask,
-        )

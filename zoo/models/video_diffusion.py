@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.autoencoder import load_autoencoder
+from zoo.components.autoencoder import load_autoencoder_for
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
 from zoo.components.sampling import DenoiseFn, DiffusionConfig, DiffusionProcess
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
 from zoo.registry import register_model
@@ -65,13 +65,7 @@ class VideoDiffusion(VideoGenerator):
 
     def __init__(self, config: VideoDiffusionConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder(config.autoencoder)
-        ae_config = self.autoencoder.config
-        if (ae_config.channels, ae_config.image_size) != (config.channels, config.image_size):
-            raise ConfigError(
-                f"autoencoder '{config.autoencoder}' codes {ae_config.channels}x{ae_config.image_size}px frames but the "
-                f"model makes {config.channels}x{config.image_size}px; set channels/image_size or pick another autoencoder"
-            )
+        self.autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size)
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
         latent_channels, latent_size, _ = self.autoencoder.latent_shape
         self.denoiser = LatentVideoDenoiser(
@@ -99,14 +93,6 @@ class VideoDiffusion(VideoGenerator):
         }
 
     # ---- conditioning -----------------------------------------------------------------------------------
-    def _encode_prompts(self, prompts: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-frame prompts `[B][T]` -> (tokens `[B,T,L,D]`, mask `[B,T,L]`, pooled `[B,T,D]`), each prompt once."""
-        unique = sorted({p for video in prompts for p in video})
-        tokens, mask, pooled = self.text_encoder.encode(unique)
-        lookup = {prompt: i for i, prompt in enumerate(unique)}
-        index = torch.tensor([[lookup[p] for p in video] for video in prompts], device=tokens.device)
-        return tokens[index], mask[index], pooled[index]
-
     @staticmethod
     def _concat(known: Tensor, mask: Tensor) -> Tensor:
         """Channel-concat input: known latents (zero elsewhere) and the known-mask as one extra channel."""
@@ -127,7 +113,7 @@ class VideoDiffusion(VideoGenerator):
         num_known = torch.randint(1, frames, (batch_size,), device=self.device) * has_context
         known = (torch.arange(frames, device=self.device) < num_known[:, None]).float()[..., None, None, None]
         prompts = drop_prompts(list(batch["text"]), self.config.text_dropout, None)
-        text = self._encode_prompts([[prompt] * frames for prompt in prompts])
+        text = encode_prompts_per_frame(self.text_encoder, [[prompt] * frames for prompt in prompts])
         timesteps = self.diffusion.sample_timesteps((batch_size,), device=self.device)
         denoise = self._denoise_fn(self._concat(latents, known), text)
         return self.diffusion.training_loss(denoise, latents, timesteps, weight=1.0 - known)
@@ -172,9 +158,9 @@ class VideoDiffusion(VideoGenerator):
         uncond_fn = None
         if has_text:
             null = [[NULL_PROMPT] * shape[1]] * batch_size
-            uncond_fn = self._denoise_fn(concat, self._encode_prompts(null))
+            uncond_fn = self._denoise_fn(concat, encode_prompts_per_frame(self.text_encoder, null))
         return self.diffusion.sample(
-            self._denoise_fn(concat, self._encode_prompts(prompts)),
+            self._denoise_fn(concat, encode_prompts_per_frame(self.text_encoder, prompts)),
             shape,
             generator,
             uncond_fn=uncond_fn,

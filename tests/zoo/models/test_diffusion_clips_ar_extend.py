@@ -113,7 +113,7 @@ def _fingerprint_tokens(logits, generator, temperature, top_k):
 
 
 def test_end_clip_conditions_the_ar_from_where_it_joins_the_view(tiny, monkeypatch):
-    monkeypatch.setattr("zoo.models.diffusion_clips_ar_extend.sample_tokens", _fingerprint_tokens)
+    monkeypatch.setattr("zoo.components.ar.sample_tokens", _fingerprint_tokens)
     context, end_a, end_b = _frames(1, 2, seed=7), _frames(1, 2, seed=8), _frames(1, 2, seed=9)
     video_a = tiny.generate(1, 9, Conditioning(context=context, end_context=end_a), generator=0)
     video_b = tiny.generate(1, 9, Conditioning(context=context, end_context=end_b), generator=0)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from zoo.components.schedules import ScheduleConfig, sample_with_schedule
+from zoo.components.text import encode_prompts_per_frame
 from zoo.config import ConfigError
 from zoo.interface import Conditioning
 from zoo.registry import create_model
@@ -100,7 +101,7 @@ def test_full_sequence_equals_the_plain_sampler(model, configured):
     model = configured(schedule=ScheduleConfig("full_sequence"))
     known = torch.zeros_like(_latents(model, 2, 8))
     scheduled = model.sample_latents(known, torch.zeros(8, dtype=torch.bool), None, torch.Generator().manual_seed(3))
-    null = model._encode_prompts([[""] * 8] * 2)
+    null = encode_prompts_per_frame(model.text_encoder, [[""] * 8] * 2)
     plain = model.diffusion.sample(
         lambda x, t: model._predict(x, t[:, None].expand(-1, 8), null), tuple(known.shape),
         torch.Generator().manual_seed(3),
@@ -146,7 +147,7 @@ def test_context_condition_is_returned_exactly(model):
 
 def _plain_sample(model, known, context):
     """The schedule sampler with the bare denoiser: no guidance code at all."""
-    null = model._encode_prompts([[""] * known.shape[1]] * known.shape[0])
+    null = encode_prompts_per_frame(model.text_encoder, [[""] * known.shape[1]] * known.shape[0])
     return sample_with_schedule(
         lambda x, step: model._predict(x, step.timesteps.expand(x.shape[0], -1),
                                        tuple(part[:, step.frames] for part in null)),

@@ -108,8 +108,11 @@ def test_text_guidance_costs_one_extra_call_and_scale_one_none(model, denoiser_c
 
 def test_script_gives_every_frame_its_segment_prompt(model, monkeypatch):
     seen: list[list[list[str]]] = []
-    encode = model._encode_prompts
-    monkeypatch.setattr(model, "_encode_prompts", lambda prompts: seen.append(prompts) or encode(prompts))
+    from zoo.models import video_diffusion
+
+    encode = video_diffusion.encode_prompts_per_frame
+    monkeypatch.setattr(video_diffusion, "encode_prompts_per_frame",
+                        lambda encoder, prompts: seen.append(prompts) or encode(encoder, prompts))
     script = [("a 1 moving up", 6), ("a 7 moving down", 6)]
     model.generate(1, 12, Conditioning(script=script), generator=0)
     conditional = [prompts[0] for prompts in seen if any(prompts[0])]

@@ -1,0 +1,179 @@
+"""Throughput of every zoo model on this machine: `python -m benchmarks.bench_models [--models video_ar ...]`.
+
+Per model (its tiny default config, or `--config` a preset name or YAML path): training steps/s at `--batch`,
+generation frames/s at `--batch` for each `--frames` length, with the KV cache on and off where the model has one
+(config key `use_kv_cache`), and frames/s at each `--steps` sampler step count where it has diffusion parts (every
+`DiffusionConfig` in its config gets that count). Weights are random: cost does not depend on their values (an AR
+model writes every token either way), so the numbers are for timing only, never a score. Text-conditioned models
+are conditioned on a caption, so guidance costs what it costs in the benchmark protocols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.config import config_dir
+from zoo.interface import Conditioning, VideoGenerator
+from zoo.registry import create_model, list_models, model_config
+
+CAPTION = "a 3 moving left"
+
+
+@dataclass
+class Measurement:
+    """One timed run: `rate` is training steps/s (`kind` "train") or generated frames/s (`kind` "generate").
+
+    kv_cache is None for a model without a cache; sampling_steps is None for one without a diffusion part, else the
+    step count of every sampler (or of each, "/"-joined, at the config's defaults).
+    """
+
+    model: str
+    kind: str
+    batch: int
+    frames: int
+    kv_cache: bool | None
+    sampling_steps: str | None
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        work = 1 if self.kind == "train" else self.batch * self.frames
+        return work / self.seconds
+
+
+def diffusion_step_keys(config: Any, prefix: str = "") -> dict[str, int]:
+    """Dotted config keys of every sampler step count in a model config, with their values (nested dataclasses)."""
+    keys: dict[str, int] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name == "num_sampling_steps" and isinstance(value, int):
+            keys[prefix + field.name] = value
+        elif dataclasses.is_dataclass(value):
+            keys.update(diffusion_step_keys(value, f"{prefix}{field.name}."))
+    return keys
+
+
+def _config_path(config: str | None) -> Path | None:
+    if config is None:
+        return None
+    path = Path(config)
+    return path if path.suffix in (".yaml", ".yml") else config_dir() / "model" / "presets" / f"{config}.yaml"
+
+
+def _conditioning(model: VideoGenerator, batch: int) -> Conditioning:
+    return Conditioning(text=[CAPTION] * batch) if "text" in model.supported_conditions else Conditioning()
+
+
+def time_training(model: VideoGenerator, batch: int, steps: int) -> float:
+    """Seconds per optimisation step (loss, backward, AdamW) on random clips, after one untimed warm-up step."""
+    model.train()
+    optimizer = model.configure_optimizers()
+    generator = torch.Generator().manual_seed(0)
+    clips = {
+        "video": torch.rand(batch, model.clip_length, *model.frame_size, generator=generator),
+        "text": [CAPTION] * batch,
+    }
+
+    def step() -> None:
+        out = model.compute_loss(clips)
+        loss = out["loss"] if isinstance(out, dict) else out
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
+def time_generation(model: VideoGenerator, batch: int, frames: int) -> float:
+    """Seconds for one `generate(batch, frames)` call."""
+    started = time.perf_counter()
+    model.generate(batch, frames, _conditioning(model, batch), generator=0)
+    return time.perf_counter() - started
+
+
+def measure_model(
+    name: str,
+    batch: int,
+    frames: Sequence[int],
+    steps: Sequence[int],
+    train_steps: int,
+    config: str | None = None,
+) -> Iterator[Measurement]:
+    """Measurements of model `name`: training, generation per length (cache on/off), and per sampler step count."""
+    path = _config_path(config)
+    defaults = model_config(name, config_path=path)
+    step_keys = diffusion_step_keys(defaults)
+    has_cache = hasattr(defaults, "use_kv_cache")
+    default_steps = "/".join(str(value) for value in step_keys.values()) or None
+
+    def build(overrides: Sequence[str] = ()) -> VideoGenerator:
+        torch.manual_seed(0)
+        return create_model(name, config_path=path, overrides=list(overrides) or None)
+
+    model = build()
+    yield Measurement(name, "train", batch, model.clip_length, None, None, time_training(model, batch, train_steps))
+    frames = [length for length in frames if model.can_extend or length <= model.clip_length]
+    for num_frames in frames:
+        for use_cache in (True, False) if has_cache else (None,):
+            if has_cache:
+                model.config.use_kv_cache = use_cache
+            seconds = time_generation(model, batch, num_frames)
+            yield Measurement(name, "generate", batch, num_frames, use_cache, default_steps, seconds)
+    for count in steps if step_keys and frames else ():
+        stepped = build([f"{key}={count}" for key in step_keys])
+        seconds = time_generation(stepped, batch, frames[0])
+        yield Measurement(name, "generate", batch, frames[0], True if has_cache else None, str(count), seconds)
+
+
+def _cell(value: bool | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> list[Measurement]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(list_models()), help="comma-separated registered model names")
+    parser.add_argument("--config", default=None, help="a preset name (configs/model/presets/) or YAML path, one model")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", default="16,64", help="comma-separated generated video lengths")
+    parser.add_argument("--steps", default="10,25,50", help="comma-separated sampler step counts (diffusion parts)")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (after one warm-up step)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if args.config is not None and len(names) != 1:
+        parser.error("--config applies to one model: pass --models NAME with it")
+    frames = [int(value) for value in args.frames.split(",") if value.strip()]
+    steps = [int(value) for value in args.steps.split(",") if value.strip()]
+    print(f"# batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
+          f"{args.config or 'tiny'} configs, random weights (timing only)")
+    print(f"{'model':<26} {'measure':<9} {'frames':>6} {'kv_cache':>8} {'steps':>8} {'rate':>9} {'unit':<9} {'s':>8}")
+    results = []
+    for name in names:
+        for result in measure_model(name, args.batch, frames, steps, args.train_steps, args.config):
+            results.append(result)
+            unit = "steps/s" if result.kind == "train" else "frames/s"
+            print(f"{name:<26} {result.kind:<9} {result.frames:>6} {_cell(result.kv_cache):>8} "
+                  f"{_cell(result.sampling_steps):>8} {result.rate:>9.2f} {unit:<9} {result.seconds:>8.2f}", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

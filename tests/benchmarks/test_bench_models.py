@@ -1,0 +1,61 @@
+"""The model throughput script: one row per measurement, positive finite rates, cache on/off and step sweeps."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import yaml
+
+from benchmarks.bench_models import diffusion_step_keys, main
+from zoo.registry import model_config
+
+# A minute-sized interleaved_latent: it has a KV cache and a diffusion head, so every kind of row appears.
+TINY_INTERLEAVED = {
+    "clip_length": 3,
+    "rollout_keep_frames": 1,
+    "text_dim": 16,
+    "latent_ar": {
+        "transformer": {"dim": 32, "depth": 1, "heads": 2, "max_positions": 256},
+        "head_width": 32,
+        "head_depth": 1,
+        "diffusion": {"num_sampling_steps": 3},
+    },
+}
+
+
+def test_finds_every_sampler_step_count_in_a_config():
+    assert diffusion_step_keys(model_config("video_ar")) == {}
+    assert diffusion_step_keys(model_config("ar_keyframes_diffusion")) == {
+        "planner.diffusion.num_sampling_steps": 10,
+        "renderer.diffusion.num_sampling_steps": 10,
+    }
+
+
+def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_INTERLEAVED))
+    results = main([
+        "--models", "interleaved_latent", "--config", str(config), "--batch", "2", "--frames", "4",
+        "--steps", "1,2", "--train-steps", "1",
+    ])
+    rows = [(r.kind, r.frames, r.kv_cache, r.sampling_steps) for r in results]
+    assert rows == [
+        ("train", 3, None, None),
+        ("generate", 4, True, "3"),
+        ("generate", 4, False, "3"),
+        ("generate", 4, True, "1"),
+        ("generate", 4, True, "2"),
+    ]
+    for result in results:
+        assert result.seconds > 0 and math.isfinite(result.rate) and result.rate > 0
+        if result.kind == "generate":
+            assert math.isclose(result.rate, 2 * 4 / result.seconds)
+    output = capsys.readouterr().out
+    printed = re.findall(r"^interleaved_latent\s+(train|generate)\s+(\d+)\s+(\S+)\s+(\S+)\s+([\d.]+)\s", output, re.M)
+    assert [(kind, int(frames), cache, steps) for kind, frames, cache, steps, _ in printed] == [
+        ("train", 3, "-", "-"), ("generate", 4, "on", "3"), ("generate", 4, "off", "3"),
+        ("generate", 4, "on", "1"), ("generate", 4, "on", "2"),
+    ]
+    assert all(float(rate) > 0 for *_, rate in printed)
+    assert "random weights (timing only)" in output
