@@ -6,8 +6,8 @@ import os
 # slower under load); passive waiting costs nothing measurable on a free one. Takes effect if torch is not loaded yet.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from zoo.interface import Conditioning  # noqa: E402, ConditioningError, ModelConfig, VideoGenerator
-from zoo.registry import create_model  # noqa: E402, export_safetensors, list_models, load_model, register_model
+from zoo.interface import Conditioning, ConditioningError, ModelConfig, VideoGenerator  # noqa: E402
+from zoo.registry import create_model, export_safetensors, list_models, load_model, register_model  # noqa: E402
 
 __all__ = [
     "Conditioning",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -22,9 +23,10 @@ from torch import Tensor, nn
 from transformers import Cache
 
 from zoo.components.ar import ARConfig, CausalTransformer
+from zoo.components.autoencoder import FrameAutoencoder, load_autoencoder_for
 from zoo.components.denoiser import DiffusionHead
 from zoo.components.sampling import DiffusionConfig
-from zoo.components.text import NULL_PROMPT
+from zoo.components.text import NULL_PROMPT, TextEncoder, build_text_encoder
 from zoo.config import ConfigError
 
 TextPrefix = tuple[Tensor, Tensor]
@@ -187,18 +189,27 @@ class NextLatentAR(nn.Module):
         text: TextPrefix | None = None,
         codes: Tensor | None = None,
         generator: torch.Generator | None = None,
+        history: Tensor | None = None,
     ) -> Tensor:
         """Teacher-forced diffusion-head loss on every step of `latents [B, N, c, h, w]`.
 
         codes `[N]` or `[B, N]`: the code of each predicted step (its block carries it), or None.
+        history `[B, H, c, h, w]` (1 <= H < N), e.g. the model's own rollout (self-forcing): the AR inputs of the first
+        H steps in place of `latents`' own; the loss then covers only the steps after it, H..N-1.
         """
         batch, steps = latents.shape[:2]
         if codes is not None:
             codes = codes.expand(batch, steps)
-        inputs, levels = self.augment_context(latents[:, :-1], generator)
+        inputs, first = latents[:, :-1], 0
+        if history is not None:
+            first = history.shape[1]
+            if not 1 <= first < steps:
+                raise ValueError(f"history must hold 1 to {steps - 1} steps, got {first}")
+            inputs = torch.cat([history, inputs[:, first:]], dim=1)
+        inputs, levels = self.augment_context(inputs, generator)
         z, _ = self.conditions(self._sequence(inputs, levels, codes), text)
-        x0 = self.patchify(latents).flatten(0, 2)
-        z = z.flatten(0, 2)
+        x0 = self.patchify(latents[:, first:]).flatten(0, 2)
+        z = z[:, first:].flatten(0, 2)
         mul = self.config.head_batch_mul
         return self.head.loss(x0.repeat(mul, 1), z.repeat(mul, 1), generator)
 
@@ -217,6 +228,7 @@ class NextLatentAR(nn.Module):
         keep_frames: int,
         use_kv_cache: bool = True,
         guidance_scale: float | None = None,
+        sampling_steps: int | None = None,
     ) -> Tensor:
         """Continue `known [B, N0, c, h, w]` to `num_steps` latents `[B, num_steps, c, h, w]`, one step at a time.
 
@@ -224,6 +236,7 @@ class NextLatentAR(nn.Module):
         codes `[num_steps]`: per-step codes (or None). At most `max_input_frames` latents are in context; when
         more would be, the window restarts from the last `keep_frames` (the cache is re-filled, as at a clip start).
         guidance_scale (default: the head's config) != 1 runs a null-prompt stream beside for classifier-free guidance.
+        sampling_steps: the head's denoising steps per frame (default: the head's config).
         """
         if not 1 <= keep_frames <= max_input_frames:
             raise ConfigError(f"need 1 <= keep_frames ({keep_frames}) <= max_input_frames ({max_input_frames})")
@@ -254,23 +267,24 @@ class NextLatentAR(nn.Module):
                 window = self._inference_inputs(inputs[start:step], streams, batch)
                 window_codes = None if codes is None else torch.cat([codes[:, :1], codes[:, start + 1 : step + 1]], 1)
                 # The window holds the start block and at most `max_input_frames` frames.
-                z, cache = self.conditions(
-                    self._sequence(*window, window_codes), text, use_cache=use_kv_cache, cache_blocks=max_input_frames + 1
-                )
+                blocks = self._sequence(*window, window_codes)
+                z, cache = self.conditions(blocks, text, use_cache=use_kv_cache, cache_blocks=max_input_frames + 1)
                 cache_key = (start, step_prompts)
-            frame = self._sample_frame(z[:, -1], generator, scale if guided else None)
+            frame = self._sample_frame(z[:, -1], generator, scale if guided else None, sampling_steps)
             outputs.append(frame)
             inputs.append(self._noised_input(frame, generator))
         return torch.stack(outputs, dim=1)
 
-    def _sample_frame(self, z: Tensor, generator: torch.Generator, guidance_scale: float | None) -> Tensor:
+    def _sample_frame(
+        self, z: Tensor, generator: torch.Generator, guidance_scale: float | None, steps: int | None
+    ) -> Tensor:
         """One frame latent `[B, c, h, w]` from head conditions `[B, S, dim]` (`[2B, ...]`: cond then null stream)."""
         z = z.flatten(0, 1)
         if guidance_scale is None:
-            tokens = self.head.sample(z, generator)
+            tokens = self.head.sample(z, generator, steps)
         else:
             z_cond, z_uncond = z.chunk(2)
-            tokens = self.head.sample(z_cond, generator, z_uncond=z_uncond, guidance_scale=guidance_scale)
+            tokens = self.head.sample(z_cond, generator, steps, z_uncond=z_uncond, guidance_scale=guidance_scale)
         return self.unpatchify(tokens.view(-1, self.tokens_per_frame, self.token_dim))
 
     def _noised_input(self, frame: Tensor, generator: torch.Generator) -> Tensor:
@@ -286,4 +300,32 @@ class NextLatentAR(nn.Module):
         return stacked, stacked.new_full(stacked.shape[:2], self.config.context_noise_inference)
 
 
-__all__ = ["EPSILON_DIFFUSION", "EncodeText", "NextLatentAR", "NextLatentConfig", "TextPrefix"]
+class LatentARModelFields(Protocol):
+    """The fields of a model config that the parts of a text-conditioned next-latent AR model are built from."""
+
+    autoencoder: str
+    channels: int
+    image_size: int
+    text_encoder: str
+    text_dim: int
+
+
+def build_latent_ar_parts(
+    model: LatentARModelFields, config: NextLatentConfig, num_codes: int = 0
+) -> tuple[FrameAutoencoder, TextEncoder, NextLatentAR]:
+    """A model's frozen KL autoencoder (checked against its frames), its text encoder, and a `NextLatentAR` over that
+    autoencoder's latents whose prefix is that encoder's tokens."""
+    autoencoder = load_autoencoder_for(model.autoencoder, model.channels, model.image_size, kind="kl")
+    text_encoder = build_text_encoder(model.text_encoder, model.text_dim)
+    return autoencoder, text_encoder, NextLatentAR(config, autoencoder.latent_shape, model.text_dim, num_codes)
+
+
+__all__ = [
+    "EPSILON_DIFFUSION",
+    "EncodeText",
+    "LatentARModelFields",
+    "NextLatentAR",
+    "NextLatentConfig",
+    "TextPrefix",
+    "build_latent_ar_parts",
+]

@@ -39,11 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.autoencoder import load_autoencoder
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
-from zoo.components.latent_ar import EPSILON_DIFFUSION, NextLatentAR, NextLatentConfig, TextPrefix
+from zoo.components.latent_ar import EPSILON_DIFFUSION, NextLatentConfig, TextPrefix, build_latent_ar_parts
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
 from zoo.registry import register_model
@@ -125,21 +124,11 @@ class ARKeyframesDiffusion(VideoGenerator):
 
     def __init__(self, config: ARKeyframesDiffusionConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder(config.autoencoder)
-        ae_config = self.autoencoder.config
-        if (ae_config.kind, ae_config.channels, ae_config.image_size) != ("kl", config.channels, config.image_size):
-            raise ConfigError(
-                f"autoencoder '{config.autoencoder}' is a {ae_config.kind} one for {ae_config.channels}x"
-                f"{ae_config.image_size}px frames; this model needs a kl autoencoder for {config.channels}x"
-                f"{config.image_size}px frames (e.g. moving_digits_kl)"
-            )
-        latent_channels, latent_size, _ = self.autoencoder.latent_shape
-        self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
-        # Codes are the gap to the previous keyframe, 1..k, and 0 for the first step.
-        self.planner = NextLatentAR(
-            config.planner, self.autoencoder.latent_shape, text_dim=config.text_dim,
-            num_codes=config.keyframe_interval + 1,
+        # Planner codes are the gap to the previous keyframe, 1..k, and 0 for the first step.
+        self.autoencoder, self.text_encoder, self.planner = build_latent_ar_parts(
+            config, config.planner, num_codes=config.keyframe_interval + 1
         )
+        latent_channels, latent_size, _ = self.autoencoder.latent_shape
         r = config.renderer
         self.renderer = LatentVideoDenoiser(
             DenoiserConfig(
@@ -181,14 +170,6 @@ class ARKeyframesDiffusion(VideoGenerator):
     def _encode_prefix(self, prompts: list[str]) -> TextPrefix:
         tokens, mask, _ = self.text_encoder.encode(prompts)
         return tokens, mask
-
-    def _encode_per_frame(self, prompts: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-frame prompts `[N][W]` -> (tokens `[N,W,L,D]`, mask `[N,W,L]`, pooled `[N,W,D]`), each prompt once."""
-        unique = sorted({p for row in prompts for p in row})
-        tokens, mask, pooled = self.text_encoder.encode(unique)
-        lookup = {prompt: i for i, prompt in enumerate(unique)}
-        index = torch.tensor([[lookup[p] for p in row] for row in prompts], device=tokens.device)
-        return tokens[index], mask[index], pooled[index]
 
     @staticmethod
     def _concat(values: Tensor, mask: Tensor) -> Tensor:
@@ -323,9 +304,10 @@ class ARKeyframesDiffusion(VideoGenerator):
         window_prompts = [[video[i] for i in f] for f in frames for video in prompts]
         uncond_fn = None
         if any(p != NULL_PROMPT for row in window_prompts for p in row):
-            uncond_fn = self._denoise_fn(concat, self._encode_per_frame([[NULL_PROMPT] * len(row) for row in window_prompts]))
+            null_prompts = [[NULL_PROMPT] * len(row) for row in window_prompts]
+            uncond_fn = self._denoise_fn(concat, encode_prompts_per_frame(self.text_encoder, null_prompts))
         sample = self.diffusion.sample(
-            self._denoise_fn(concat, self._encode_per_frame(window_prompts)),
+            self._denoise_fn(concat, encode_prompts_per_frame(self.text_encoder, window_prompts)),
             tuple(values.shape),
             generator,
             uncond_fn=uncond_fn,

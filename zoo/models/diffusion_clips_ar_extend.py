@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.components.ar import ARConfig, CausalTransformer, TokenSampling, TokenSlotEmbedding, write_frames
-from zoo.components.autoencoder import FrameAutoencoder, load_autoencoder
+from zoo.components.autoencoder import load_autoencoder_for
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
 from zoo.registry import register_model
@@ -133,8 +133,8 @@ class DiffusionClipsARExtend(VideoGenerator):
 
     def __init__(self, config: DiffusionClipsARExtendConfig) -> None:
         super().__init__(config)
-        self.kl_autoencoder = self._frozen_autoencoder(config.kl_autoencoder, "kl")
-        self.vq_autoencoder = self._frozen_autoencoder(config.vq_autoencoder, "vq")
+        self.kl_autoencoder = load_autoencoder_for(config.kl_autoencoder, config.channels, config.image_size, kind="kl")
+        self.vq_autoencoder = load_autoencoder_for(config.vq_autoencoder, config.channels, config.image_size, kind="vq")
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
 
         # Diffusion part: the denoiser over KL latents of a whole clip.
@@ -166,18 +166,6 @@ class DiffusionClipsARExtend(VideoGenerator):
         self.text_proj = nn.Linear(config.text_dim, width)
         self.end_marker = nn.Parameter(torch.randn(width) * 0.02)  # tells end-clip prefix tokens from context
 
-    def _frozen_autoencoder(self, name: str, kind: str) -> FrameAutoencoder:
-        autoencoder = load_autoencoder(name)
-        ae = autoencoder.config
-        if ae.kind != kind:
-            raise ConfigError(f"{kind}_autoencoder '{name}' is a {ae.kind} autoencoder; give a {kind} one")
-        if (ae.channels, ae.image_size) != (self.config.channels, self.config.image_size):
-            raise ConfigError(
-                f"autoencoder '{name}' codes {ae.channels}x{ae.image_size}px frames but the model makes "
-                f"{self.config.channels}x{self.config.image_size}px; set channels/image_size or pick another autoencoder"
-            )
-        return autoencoder
-
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the sampling cost knobs the throughput report needs."""
         return {
@@ -206,7 +194,7 @@ class DiffusionClipsARExtend(VideoGenerator):
         has_context = torch.rand(batch_size, device=self.device) < self.config.context_probability
         num_known = torch.randint(1, frames, (batch_size,), device=self.device) * has_context
         known = (torch.arange(frames, device=self.device) < num_known[:, None]).float()[..., None, None, None]
-        text = self._encode_frame_prompts([[prompt] * frames for prompt in prompts])
+        text = encode_prompts_per_frame(self.text_encoder, [[prompt] * frames for prompt in prompts])
         timesteps = self.diffusion.sample_timesteps((batch_size,), device=self.device)
         denoise = self._denoise_fn(_concat(latents, known), text)
         return self.diffusion.training_loss(denoise, latents, timesteps, weight=1.0 - known)
@@ -277,9 +265,10 @@ class DiffusionClipsARExtend(VideoGenerator):
         concat = _concat(values, mask)
         uncond_fn = None
         if any(prompt != NULL_PROMPT for video in prompts for prompt in video):
-            uncond_fn = self._denoise_fn(concat, self._encode_frame_prompts([[NULL_PROMPT] * frames] * num_videos))
+            null_prompts = [[NULL_PROMPT] * frames] * num_videos
+            uncond_fn = self._denoise_fn(concat, encode_prompts_per_frame(self.text_encoder, null_prompts))
         latents = self.diffusion.sample(
-            self._denoise_fn(concat, self._encode_frame_prompts(prompts)),
+            self._denoise_fn(concat, encode_prompts_per_frame(self.text_encoder, prompts)),
             shape,
             generator,
             uncond_fn=uncond_fn,
@@ -292,14 +281,6 @@ class DiffusionClipsARExtend(VideoGenerator):
             # Context frames are observations, not samples: hand them back exactly as given.
             clip[:, :num_known] = context
         return clip
-
-    def _encode_frame_prompts(self, prompts: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-frame prompts `[B][T]` -> (tokens `[B,T,L,D]`, mask `[B,T,L]`, pooled `[B,T,D]`), each prompt once."""
-        unique = sorted({p for video in prompts for p in video})
-        tokens, mask, pooled = self.text_encoder.encode(unique)
-        lookup = {prompt: i for i, prompt in enumerate(unique)}
-        index = torch.tensor([[lookup[p] for p in video] for video in prompts], device=tokens.device)
-        return tokens[index], mask[index], pooled[index]
 
     def _denoise_fn(self, concat: Tensor, text: tuple[Tensor, Tensor, Tensor]):
         tokens, mask, pooled = text

@@ -9,7 +9,8 @@ cut into patch tokens. A block-causal transformer reads `[text prefix][start blo
 a frame see each other, frames see only earlier frames) and emits one conditioning vector per token of frame n: the AR
 model decides *what* comes next (layout, identity, motion). A small per-token diffusion head (AdaLN MLP) then denoises
 each token of frame n from noise given its vector (trained with MAR's epsilon objective): diffusion models the
-*continuous value*, so no quantization is needed. Generation iterates frame by frame, each new frame appended to the KV cache as one block.
+*continuous value*, so no quantization is needed. Generation iterates frame by frame, each new frame appended to the
+KV cache as one block.
 
 Conditions: text is the prefix (prompts dropped to "" in training for classifier-free guidance, used by the diffusion
 head at sampling); context frames are encoded and placed as the first frames of the sequence; a script switches the
@@ -18,6 +19,12 @@ AR inputs get Gaussian noise of a random level (uniform up to `latent_ar.context
 level (`latent_ar.context_noise_inference`), the level being an input too, so the model learns not to copy its own
 errors forward. Videos longer than a clip slide the window: once `clip_length - 1` frames are in context, the cache is
 re-filled from the last `rollout_keep_frames`, exactly like the start of a training clip.
+
+Self-forcing option (exposure-bias fix): on `self_forcing_probability` of training steps the AR inputs of the first H
+frames are the model's own no-grad, KV-cached rollout from the real first frame (its head sampled with
+`self_forcing_steps` steps) instead of the ground-truth latents, and the diffusion-head loss is taken on the real frames
+after them. This is scheduled sampling with the model's own rollouts, the training-side half of Self-Forcing / CausVid;
+their distribution-matching (DMD) loss on the rollout itself is not implemented.
 """
 
 from __future__ import annotations
@@ -28,9 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.autoencoder import load_autoencoder
-from zoo.components.latent_ar import NextLatentAR, NextLatentConfig, TextPrefix
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
+from zoo.components.latent_ar import NextLatentConfig, TextPrefix, build_latent_ar_parts
+from zoo.components.text import NULL_PROMPT, drop_prompts
 from zoo.config import ConfigError
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
 from zoo.registry import register_model
@@ -38,10 +44,12 @@ from zoo.registry import register_model
 
 @dataclass
 class InterleavedLatentConfig(ModelConfig):
-    """Latent space, text encoder, next-latent AR (transformer, diffusion head, context noise) and rollout knobs.
+    """Latent space, text encoder, next-latent AR (transformer, head, context noise), rollout and self-forcing knobs.
 
     use_kv_cache: append each new frame to the KV cache (True) or re-run the whole window every frame (False).
     rollout_keep_frames: frames kept in context when the window slides in a rollout longer than a clip.
+    self_forcing_probability / self_forcing_steps: share of training steps whose first AR inputs are the model's own
+    rollout, and the head's sampling steps per frame of that rollout.
     """
 
     autoencoder: str = "moving_digits_kl"
@@ -50,13 +58,22 @@ class InterleavedLatentConfig(ModelConfig):
     text_dropout: float = 0.1
     use_kv_cache: bool = True
     rollout_keep_frames: int = 4
+    self_forcing_probability: float = 0.0
+    self_forcing_steps: int = 2
     latent_ar: NextLatentConfig = field(default_factory=NextLatentConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.rollout_keep_frames < self.clip_length:
             raise ConfigError(
-                f"rollout_keep_frames ({self.rollout_keep_frames}) must be in [1, clip_length - 1 = {self.clip_length - 1}]"
+                f"rollout_keep_frames ({self.rollout_keep_frames}) must be in "
+                f"[1, clip_length - 1 = {self.clip_length - 1}]"
             )
+        if not 0.0 <= self.self_forcing_probability <= 1.0:
+            raise ConfigError(f"self_forcing_probability must be in [0, 1], got {self.self_forcing_probability}")
+        if self.self_forcing_probability > 0 and self.clip_length < 3:
+            raise ConfigError("self-forcing needs clip_length >= 3 (a rolled-out frame and a frame after it)")
+        if self.self_forcing_steps < 1:
+            raise ConfigError(f"self_forcing_steps must be >= 1, got {self.self_forcing_steps}")
 
 
 @register_model("interleaved_latent", config=InterleavedLatentConfig)
@@ -68,16 +85,7 @@ class InterleavedLatent(VideoGenerator):
 
     def __init__(self, config: InterleavedLatentConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder(config.autoencoder)
-        ae_config = self.autoencoder.config
-        if (ae_config.kind, ae_config.channels, ae_config.image_size) != ("kl", config.channels, config.image_size):
-            raise ConfigError(
-                f"autoencoder '{config.autoencoder}' is a {ae_config.kind} one for {ae_config.channels}x"
-                f"{ae_config.image_size}px frames; this model needs a kl autoencoder for {config.channels}x"
-                f"{config.image_size}px frames (e.g. moving_digits_kl)"
-            )
-        self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
-        self.latent_ar = NextLatentAR(config.latent_ar, self.autoencoder.latent_shape, text_dim=config.text_dim)
+        self.autoencoder, self.text_encoder, self.latent_ar = build_latent_ar_parts(config, config.latent_ar)
 
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the sampling cost knobs the throughput report needs."""
@@ -95,12 +103,36 @@ class InterleavedLatent(VideoGenerator):
 
     # ---- training ------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Teacher-forced next-latent diffusion loss over every frame of the clip (inputs noise-augmented)."""
+        """Next-latent diffusion loss over the clip's frames (inputs noise-augmented); teacher-forced, or on
+        self-forcing steps after a history the model rolled out itself."""
         with torch.no_grad():
             latents = self.autoencoder.encode_video(batch["video"])
         prompts = drop_prompts(list(batch["text"]), self.config.text_dropout)
-        loss = self.latent_ar.loss(latents, self._encode_text(prompts))
+        history = None
+        probability = self.config.self_forcing_probability
+        # No random draw at probability 0, so turning the option off leaves training exactly as it was.
+        if self.training and probability > 0 and torch.rand(()) < probability:
+            history = self._rollout_history(latents, prompts)
+        loss = self.latent_ar.loss(latents, self._encode_text(prompts), history=history)
         return {"loss": loss}
+
+    @torch.no_grad()
+    def _rollout_history(self, latents: Tensor, prompts: list[str]) -> Tensor:
+        """The model's own first H frames (H uniform in [2, T - 1]): frame 0 from data, the rest its few-step,
+        KV-cached rollout under the clip's prompt (no guidance), as at sampling time."""
+        num_history = int(torch.randint(2, latents.shape[1], ()))
+        generator = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, ())))
+        return self.latent_ar.generate(
+            latents[:, :1],
+            num_history,
+            generator,
+            prompts=[[prompt] * num_history for prompt in prompts],
+            encode_text=self._encode_text,
+            max_input_frames=self.clip_length - 1,
+            keep_frames=self.config.rollout_keep_frames,
+            guidance_scale=1.0,
+            sampling_steps=self.config.self_forcing_steps,
+        )
 
     # ---- generation ----------------------------------------------------------------------------------
     def generate_inner(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.components.ar import ARConfig, CausalTransformer, TokenSampling, TokenSlotEmbedding, write_frames
-from zoo.components.autoencoder import load_autoencoder
+from zoo.components.autoencoder import load_autoencoder_for
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
 from zoo.config import ConfigError
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
@@ -71,15 +71,7 @@ class VideoAR(VideoGenerator):
 
     def __init__(self, config: VideoARConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder(config.autoencoder)
-        ae = self.autoencoder.config
-        if ae.kind != "vq":
-            raise ConfigError(f"autoencoder '{config.autoencoder}' is a {ae.kind} autoencoder; video_ar needs a vq one")
-        if (ae.channels, ae.image_size) != (config.channels, config.image_size):
-            raise ConfigError(
-                f"autoencoder '{config.autoencoder}' codes {ae.channels}x{ae.image_size}px frames but the model makes "
-                f"{config.channels}x{config.image_size}px; set channels/image_size or pick another autoencoder"
-            )
+        self.autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size, kind="vq")
         _, rows, cols = self.autoencoder.latent_shape
         self.tokens_per_frame = rows * cols
         if config.ar.max_positions < config.clip_length * self.tokens_per_frame + 64:
@@ -90,8 +82,9 @@ class VideoAR(VideoGenerator):
         width = config.ar.dim
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
         self.text_proj = nn.Linear(config.text_dim, width)
-        self.transformer = CausalTransformer(config.ar, vocab_size=self.autoencoder.codebook_size)
-        self.slot_embed = TokenSlotEmbedding(self.autoencoder.codebook_size, self.tokens_per_frame, config.clip_length, width)
+        codebook_size = self.autoencoder.codebook_size
+        self.transformer = CausalTransformer(config.ar, vocab_size=codebook_size)
+        self.slot_embed = TokenSlotEmbedding(codebook_size, self.tokens_per_frame, config.clip_length, width)
 
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the sampling cost knobs the throughput report needs."""

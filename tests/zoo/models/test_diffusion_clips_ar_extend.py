@@ -150,7 +150,7 @@ def test_config_errors_say_what_to_fix():
         create_model(NAME, end_prefix_frames=8)
     with pytest.raises(ConfigError, match="end_view_history"):
         create_model(NAME, end_view_history=6)
-    with pytest.raises(ConfigError, match="give a vq one"):
+    with pytest.raises(ConfigError, match="needs a vq one"):
         create_model(NAME, vq_autoencoder="moving_digits_kl")
 
 

@@ -1,8 +1,10 @@
-"""interleaved_latent: KV-cached == uncached generation, context noise augmentation, prompt switches, learning."""
+"""interleaved_latent: KV-cached == uncached generation, context noise augmentation, prompt switches, self-forcing,
+learning."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from zoo.components.text import drop_prompts
+from zoo.config import ConfigError
 from zoo.data import create_dataset
 from zoo.interface import Conditioning
 from zoo.registry import create_model
@@ -131,6 +135,85 @@ def test_training_noises_inputs_and_sampling_uses_the_fixed_level(model, monkeyp
     model.generate(1, 3, Conditioning(text=["a 3 moving left"]), generator=0)
     sample_levels = torch.cat([levels.flatten() for _, levels in seen])
     assert sample_levels.numel() > 0 and torch.all(sample_levels == ar.config.context_noise_inference)
+
+
+def _seeded_loss(model, batch, probability: float) -> torch.Tensor:
+    """compute_loss in training mode at a self-forcing probability, with the global RNG fixed."""
+    model.config = dataclasses.replace(model.config, self_forcing_probability=probability)
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        return model.compute_loss(batch)["loss"]
+
+
+def test_self_forcing_trains_after_the_models_own_kv_cached_rollout(model, monkeypatch):
+    ar, original_config = model.latent_ar, model.config
+    video = torch.rand(2, model.clip_length, *model.frame_size, generator=torch.Generator().manual_seed(0))
+    batch = {"video": video, "text": ["a 1 moving up", "a 2 moving down"]}
+    with torch.no_grad():
+        truth = model.autoencoder.encode_video(video)
+
+    rollouts: list[torch.Tensor] = []
+    rollout = model._rollout_history
+    monkeypatch.setattr(model, "_rollout_history", lambda *args: rollouts.append(out := rollout(*args)) or out)
+    head_steps: list[int | None] = []
+    sample = ar.head.sample
+    monkeypatch.setattr(
+        ar.head, "sample", lambda z, gen, steps=None, **kw: head_steps.append(steps) or sample(z, gen, steps, **kw)
+    )
+    targets: list[torch.Tensor] = []
+    head_loss = ar.head.loss
+    monkeypatch.setattr(ar.head, "loss", lambda x0, z, gen=None: targets.append(x0) or head_loss(x0, z, gen))
+
+    model.train()
+    try:
+        # Probability 0 is the teacher-forced loss exactly as it was before the option existed (same seed, same draws).
+        teacher_forced = _seeded_loss(model, batch, 0.0)
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(11)
+            prompts = drop_prompts(batch["text"], model.config.text_dropout)
+            reference = ar.loss(truth, model._encode_text(prompts))
+        assert not rollouts and teacher_forced.item() == reference.item()
+
+        with _transformer_calls(model) as calls:
+            self_forced = _seeded_loss(model, batch, 1.0)
+    finally:
+        model.eval()
+        model.config = original_config
+
+    (history,) = rollouts
+    num_history = history.shape[1]
+    assert 2 <= num_history < model.clip_length
+    torch.testing.assert_close(history[:, 0], truth[:, 0], atol=0, rtol=0)  # the rollout starts from the real frame
+    assert not torch.allclose(history[:, 1:], truth[:, 1:num_history]), "later history frames are the model's own"
+    # Few-step head, KV-cached: one window fill, then one appended frame block per rolled-out frame, then the loss pass.
+    assert head_steps == [model.config.self_forcing_steps] * (num_history - 1)
+    assert calls[1:-1] == [ar.tokens_per_frame] * (num_history - 2)
+    # The loss covers only the real frames after the rolled-out history.
+    expected = ar.patchify(truth[:, num_history:]).flatten(0, 2).repeat(ar.config.head_batch_mul, 1)
+    torch.testing.assert_close(targets[-1], expected, atol=0, rtol=0)
+
+    assert torch.isfinite(self_forced) and self_forced.requires_grad
+    assert self_forced.item() != teacher_forced.item()
+    model.zero_grad(set_to_none=True)
+    try:
+        self_forced.backward()
+        assert ar.transformer.cond_head.weight.grad.abs().sum() > 0, "the AR transformer learns from the rollout inputs"
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["self_forcing_probability=1.5"], "self_forcing_probability must be in"),
+        (["self_forcing_probability=-0.1"], "self_forcing_probability must be in"),
+        (["self_forcing_steps=0"], "self_forcing_steps must be >= 1"),
+        (["self_forcing_probability=0.5", "clip_length=2", "rollout_keep_frames=1"], "clip_length >= 3"),
+    ],
+)
+def test_self_forcing_config_is_validated(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        create_model("interleaved_latent", overrides=TINY + overrides)
 
 
 def _held_out_loss(model, batch) -> float:
