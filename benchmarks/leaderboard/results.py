@@ -188,9 +188,10 @@ class Board:
         return f"{self.protocol_name} v{self.protocol_version} (protocol {self.protocol_hash[:10]})"
 
     def best(self, key: str) -> float | None:
-        """The best mean in a metric column; None when every row misses it or the column has no direction."""
+        """The best mean in a metric column; None when every row misses it, the column has no direction, or every
+        row ties (a column of equal values has no best row to mark)."""
         values = [row.metrics[key].mean for row in self.rows if row.metrics[key].mean is not None]
-        if not values or self.higher_is_better[key] is None:
+        if not values or self.higher_is_better[key] is None or (len(values) > 1 and len(set(values)) == 1):
             return None
         return max(values) if self.higher_is_better[key] else min(values)
 

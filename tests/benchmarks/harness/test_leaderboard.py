@@ -182,3 +182,13 @@ def test_a_sweep_of_one_model_is_plotted_against_its_knob(tmp_path, make_result,
     assert len(sweeps) == 2  # quality and speed, each against block_size
     assert all("vs block_size" in chart and "diffusion_forcing" in chart for chart in sweeps)
     assert "other" not in "".join(chart.split("</svg>")[0] for chart in sweeps)
+
+
+def test_a_column_where_every_row_ties_marks_no_best(tmp_path, make_result, write_result):
+    root = tmp_path / "results"
+    for model, fvd in (("alpha", 3.0), ("beta", 4.0)):
+        write_result(root, make_result(model, fvd=fvd, adherence=0.0))
+    (board,), _ = load_boards(root)
+    assert board.best("fvd_domain@1x") == 3.0 and board.best("prompt_adherence@1x") is None
+    markdown = build_leaderboard(root, tmp_path / "board")["markdown"].read_text()
+    assert "**0**" not in markdown and "**3**" in markdown
