@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,6 +68,21 @@ def load_yaml(path: str | Path) -> DictConfig:
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path} must hold a mapping of keys to values")
     return loaded
+
+
+def named_yaml(name_or_path: str | Path, folder: Path, kind: str, known: Callable[[], Iterable[str]]) -> Path:
+    """A `.yaml` path as given, or `<folder>/<name>.yaml` for a name; an unknown name suggests the closest of
+    `known()` (called only then)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{kind} file not found: {path}")
+        return path
+    candidate = folder / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown {kind} '{name_or_path}'{did_you_mean(str(name_or_path), known())}; {kind}s live in "
+                          f"{folder}, or pass a path to a .yaml file")
+    return candidate
 
 
 def parse_overrides(dotlist: Sequence[str]) -> DictConfig:

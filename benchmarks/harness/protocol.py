@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
-from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
+from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, named_yaml, parse_overrides
 
 CONDITIONS = ("none", "text", "context")
 CLIP_WINDOWS = ("first", "last", "all")
@@ -144,18 +144,7 @@ def list_protocols() -> list[str]:
 
 
 def _protocol_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"protocol file not found: {path}")
-        return path
-    candidate = bench_dir() / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        raise ConfigError(
-            f"unknown protocol '{name_or_path}'{did_you_mean(str(name_or_path), list_protocols())}; "
-            f"protocols live in {bench_dir()}"
-        )
-    return candidate
+    return named_yaml(name_or_path, bench_dir(), "protocol", list_protocols)
 
 
 def _validate(protocol: Protocol, where: str) -> None:

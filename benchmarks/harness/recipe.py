@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from zoo.config import REPO_ROOT, ConfigError, build_config, did_you_mean, load_yaml, parse_overrides
+from zoo.config import REPO_ROOT, ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
 
 
 @dataclass
@@ -106,18 +106,7 @@ def list_recipes() -> list[str]:
 
 
 def _recipe_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}")
-        return path
-    candidate = recipes_dir() / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        raise ConfigError(
-            f"unknown recipe '{name_or_path}'{did_you_mean(str(name_or_path), list_recipes())}; "
-            f"recipes live in {recipes_dir()}, or pass a path to a .yaml file"
-        )
-    return candidate
+    return named_yaml(name_or_path, recipes_dir(), "recipe", list_recipes)
 
 
 def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

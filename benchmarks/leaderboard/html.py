@@ -219,14 +219,16 @@ def _flat_numbers(config: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _sweep_charts(board: Board, colors: dict[str, str]) -> list[str]:
-    """A sweep (recipe variants of one model) plotted against its knob: rows that run the same registered model and
-    whose configs differ in exactly one numeric key give the primary metric and the speed vs that key."""
-    groups: dict[str, list] = {}
+    """A sweep (one recipe's variants of one model) plotted against its knob: rows of one tag that run the same
+    registered model and whose configs differ in exactly one numeric key give the primary metric and the speed vs
+    that key."""
+    groups: dict[tuple[str, str], list] = {}
     for row in board.rows:
-        groups.setdefault(row.first["model"].get("variant_of") or row.first["model"]["name"], []).append(row)
+        model = row.first["model"]
+        groups.setdefault((model.get("variant_of") or model["name"], model["tag"]), []).append(row)
     charts = []
     primary = board.primary_metric
-    for model, rows in sorted(groups.items()):
+    for (model, _), rows in sorted(groups.items()):
         if len(rows) < 3:
             continue
         configs = [_flat_numbers(row.first["model"].get("config") or {}) for row in rows]

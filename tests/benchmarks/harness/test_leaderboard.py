@@ -177,6 +177,10 @@ def test_a_sweep_of_one_model_is_plotted_against_its_knob(tmp_path, make_result,
         result["model"]["config"] = {"block_size": block, "schedule": {"chunk_size": 4}, "width": 4}
         write_result(root, result)
     write_result(root, make_result("other", fvd=6.0))  # not part of the sweep
+    outside = make_result("df_default", tag="other_recipe", fvd=6.5)  # the same model in another recipe's run
+    outside["model"]["variant_of"] = "diffusion_forcing"
+    outside["model"]["config"] = {"block_size": 4, "schedule": {"chunk_size": 4}, "width": 4}
+    write_result(root, outside)
     page = build_leaderboard(root, tmp_path / "board")["html"].read_text()
     sweeps = page.split('class="chart sweep"')[1:]
     assert len(sweeps) == 2  # quality and speed, each against block_size
