@@ -129,6 +129,27 @@ class LatentVideoDenoiser(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
+    @classmethod
+    def text_conditioned(
+        cls, latent_shape: tuple[int, ...], text_dim: int, *, patch_size: int, dim: int, depth: int, num_heads: int,
+        mlp_ratio: float, known_frames: bool,
+    ) -> LatentVideoDenoiser:
+        """The zoo's usual denoiser over an autoencoder's latents `(c, h, w)`: prompt tokens by cross-attention, the
+        pooled prompt per frame by AdaLN, and (`known_frames`) known latents + a known-mask channel-concatenated."""
+        latent_channels, latent_size = latent_shape[0], latent_shape[1]
+        return cls(DenoiserConfig(
+            latent_channels=latent_channels,
+            latent_size=latent_size,
+            patch_size=patch_size,
+            concat_channels=latent_channels + 1 if known_frames else 0,
+            text_dim=text_dim,
+            frame_cond_dim=text_dim,
+            dim=dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+        ))
+
     def forward(
         self,
         x_t: Tensor,

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
+from zoo.components.denoiser import LatentVideoDenoiser
 from zoo.components.latent_ar import EPSILON_DIFFUSION, NextLatentConfig, TextPrefix, build_latent_ar_parts
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
@@ -128,21 +128,10 @@ class ARKeyframesDiffusion(VideoGenerator):
         self.autoencoder, self.text_encoder, self.planner = build_latent_ar_parts(
             config, config.planner, num_codes=config.keyframe_interval + 1
         )
-        latent_channels, latent_size, _ = self.autoencoder.latent_shape
         r = config.renderer
-        self.renderer = LatentVideoDenoiser(
-            DenoiserConfig(
-                latent_channels=latent_channels,
-                latent_size=latent_size,
-                patch_size=r.patch_size,
-                concat_channels=latent_channels + 1,  # keyframe/known latents + the mask saying which frames are known
-                text_dim=config.text_dim,
-                frame_cond_dim=config.text_dim,  # the pooled prompt, per frame, drives AdaLN
-                dim=r.dim,
-                depth=r.depth,
-                num_heads=r.num_heads,
-                mlp_ratio=r.mlp_ratio,
-            )
+        self.renderer = LatentVideoDenoiser.text_conditioned(
+            self.autoencoder.latent_shape, config.text_dim, patch_size=r.patch_size, dim=r.dim, depth=r.depth,
+            num_heads=r.num_heads, mlp_ratio=r.mlp_ratio, known_frames=True,
         )
         self.diffusion = DiffusionProcess(r.diffusion)
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from zoo.components.ar import ARConfig, CausalTransformer, TokenSampling, TokenSlotEmbedding, write_frames
 from zoo.components.autoencoder import load_autoencoder_for
-from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
+from zoo.components.denoiser import LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
@@ -138,20 +138,9 @@ class DiffusionClipsARExtend(VideoGenerator):
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
 
         # Diffusion part: the denoiser over KL latents of a whole clip.
-        latent_channels, latent_size, _ = self.kl_autoencoder.latent_shape
-        self.denoiser = LatentVideoDenoiser(
-            DenoiserConfig(
-                latent_channels=latent_channels,
-                latent_size=latent_size,
-                patch_size=config.patch_size,
-                concat_channels=latent_channels + 1,  # known latents + the mask saying which frames are known
-                text_dim=config.text_dim,
-                frame_cond_dim=config.text_dim,  # the pooled prompt, per frame, drives AdaLN
-                dim=config.denoiser_dim,
-                depth=config.denoiser_depth,
-                num_heads=config.denoiser_heads,
-                mlp_ratio=config.mlp_ratio,
-            )
+        self.denoiser = LatentVideoDenoiser.text_conditioned(
+            self.kl_autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.denoiser_dim, depth=config.denoiser_depth,
+            num_heads=config.denoiser_heads, mlp_ratio=config.mlp_ratio, known_frames=True,
         )
         self.diffusion = DiffusionProcess(config.diffusion)
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from zoo.components.autoencoder import load_autoencoder_for
-from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
+from zoo.components.denoiser import LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.schedules import Schedule, ScheduleConfig, ScheduleStep, build_schedule, sample_with_schedule
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
@@ -116,19 +116,9 @@ class DiffusionForcing(VideoGenerator):
         super().__init__(config)
         self.autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size)
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
-        latent_channels, latent_size, _ = self.autoencoder.latent_shape
-        self.denoiser = LatentVideoDenoiser(
-            DenoiserConfig(
-                latent_channels=latent_channels,
-                latent_size=latent_size,
-                patch_size=config.patch_size,
-                text_dim=config.text_dim,
-                frame_cond_dim=config.text_dim,  # the pooled prompt, per frame, drives AdaLN
-                dim=config.dim,
-                depth=config.depth,
-                num_heads=config.num_heads,
-                mlp_ratio=config.mlp_ratio,
-            )
+        self.denoiser = LatentVideoDenoiser.text_conditioned(
+            self.autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.dim, depth=config.depth,
+            num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, known_frames=False,
         )
         self.diffusion = DiffusionProcess(config.diffusion)
 
