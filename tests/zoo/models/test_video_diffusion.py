@@ -146,3 +146,26 @@ def test_loss_halves_on_moving_digits(tmp_path):
     model.eval()
     after = held_out_loss()
     assert after < 0.5 * before, f"held-out loss went from {before:.3f} to {after:.3f}"
+
+
+@pytest.mark.slow
+def test_text_conditioning_is_real_on_a_tiny_overfit_set():
+    """Trained on two captioned clips, the model makes, for each caption, a video closer to that caption's clip than to
+    the other: far more often than the 50% that ignoring the text would give."""
+    from zoo.data import create_dataset
+
+    clips = create_dataset("moving_digits", "train", overrides={"num_frames": 8, "num_digits": [1]})
+    first = clips[0]
+    second = next(clips[i] for i in range(1, 50) if clips[i]["label"] != first["label"])
+    videos, prompts = torch.stack([first["video"], second["video"]]), [first["text"], second["text"]]
+    model = create_model("video_diffusion", context_probability=0.0).train()  # every step text-conditioned
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for _ in range(300):
+        model.compute_loss({"video": videos.repeat(4, 1, 1, 1, 1), "text": prompts * 4}).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    generated = model.generate(16, 8, Conditioning(text=prompts * 8), generator=0)
+    distance = ((generated[:, None] - videos[None]) ** 2).flatten(2).mean(dim=2)  # [16 generated, 2 clips]
+    nearest_is_prompted = distance.argmin(dim=1) == torch.arange(16) % 2
+    assert nearest_is_prompted.sum() >= 14, (nearest_is_prompted.sum(), distance.tolist())  # chance: 8 of 16; 14+: p < 0.003
