@@ -283,3 +283,19 @@ def test_recipe_variants_run_one_model_as_several_rows(toy_env, tmp_path):
     assert clean["metrics"]["flicker@1x"]["value"] < noisy["metrics"]["flicker@1x"]["value"]
     with pytest.raises(ConfigError, match="variant 'toy_bad' runs unknown model 'harness_tyo'"):
         resolve_models(load_recipe("micro", [*overrides, "variants.toy_bad.model=harness_tyo"]))
+
+
+@pytest.mark.parametrize("name", [name for name in list_recipes() if not name.startswith("gpu_")])
+def test_every_row_of_the_cpu_recipes_builds_for_its_protocol(name):
+    """Each row's model, built with the recipe's settings, makes the protocol's frames (e.g. RGB autoencoders for
+    bouncing_shapes): a recipe fails here, not an hour into `zoo bench`."""
+    from zoo.registry import create_model
+
+    recipe = load_recipe(name)
+    protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
+    for row in resolve_models(recipe):
+        settings = recipe.row_settings(row)
+        config = settings.config_path and runner_module._repo_path(settings.config_path)
+        model = create_model(settings.model, config_path=config,
+                             overrides=runner_module._model_overrides(recipe, protocol, row))
+        runner_module._check_frames(model, protocol, f"{name}: {row}")
