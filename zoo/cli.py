@@ -249,11 +249,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from benchmarks.harness import run_recipe
+    from benchmarks.harness.distributed import rank_and_world_size
 
     _route_lightning_logs()
     started = time.perf_counter()
     results = run_recipe(args.recipe, list(args.overrides), force=args.force)  # prints the leaderboard table
-    print(f"{len(results)} result file(s); total time {time.perf_counter() - started:.1f} s")
+    if rank_and_world_size()[0] == 0:
+        print(f"{len(results)} result file(s); total time {time.perf_counter() - started:.1f} s")
 
 
 def _protocol_and_device(args: argparse.Namespace) -> tuple[Any, Any]:

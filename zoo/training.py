@@ -110,17 +110,18 @@ class RandomStateCheckpoint(L.Callback):
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.rank = 0
+        self.rank, self.world_size = 0, 1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Runs after the processes are launched and before a checkpoint is restored.
-        self.rank = trainer.global_rank
+        self.rank, self.world_size = trainer.global_rank, trainer.world_size
         L.seed_everything(self.seed + self.rank, workers=True, verbose=False)
 
     def state_dict(self) -> dict[str, Any]:
         # Lightning builds checkpoints on every rank (rank 0 writes), so gathering here reaches all ranks.
         local = _rng_state()
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        # The trainer's own world, not torch.distributed's: `zoo bench` trains on rank 0 alone inside its group.
+        if self.world_size == 1:
             return {"ranks": [local]}
         gathered: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, local)

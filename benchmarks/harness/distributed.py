@@ -1,14 +1,15 @@
-"""Sharded scoring across ranks: which rank scores which files, and how ranks agree before a metric syncs.
+"""Sharded generation and scoring across ranks: who does what, and how ranks agree before a metric syncs.
 
-Scoring needs no Lightning Trainer: each rank updates torchmetrics states with its share of the files, and
-`Metric.compute()` sums the states over ranks (`dist_reduce_fx`). `zoo score` under `torchrun` joins the process
-group that torchrun describes in the environment.
+Evaluation needs no Lightning Trainer: each rank generates its share of the batches and updates torchmetrics states
+with its share of the files, and `Metric.compute()` sums the states over ranks (`dist_reduce_fx`). `zoo bench` and
+`zoo score` under `torchrun` join the process group that torchrun describes in the environment.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -33,7 +34,8 @@ def init_from_env(device: torch.device) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # A day: under `zoo bench` the other ranks wait while rank 0 trains a recipe row.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=24))
     return device
 
 
@@ -57,10 +59,26 @@ def all_ranks_agree(flags: Sequence[bool], device: torch.device) -> list[bool]:
     return [bool(value) for value in tensor.tolist()]
 
 
-def gather_lists(items: list[str]) -> list[str]:
-    """Every rank's list, concatenated in rank order (each rank gets the whole)."""
+def gather_lists(items: list[T]) -> list[T]:
+    """Every rank's list (of picklable items), concatenated in rank order (each rank gets the whole)."""
     if rank_and_world_size()[1] == 1:
         return list(items)
-    gathered: list[list[str] | None] = [None] * dist.get_world_size()
+    gathered: list[list[T] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, items)
     return [item for part in gathered for item in (part or [])]
+
+
+def from_rank_zero(value: T) -> T:
+    """Rank 0's `value` on every rank: decisions that read shared files (is a result finished? is a row locked?)
+    are taken once, so no rank goes a different way from the others."""
+    if rank_and_world_size()[1] == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    if rank_and_world_size()[1] > 1:
+        dist.barrier()

@@ -1,4 +1,8 @@
-"""Generation for a protocol: fixed seeds, protocol conditioning, samples written as a sample folder."""
+"""Generation for a protocol: fixed seeds, protocol conditioning, samples written as a sample folder.
+
+In a process group each rank generates every world_size-th batch; a batch's seed and conditioning depend only on its
+index, so the folder holds exactly the videos one process would write, and rank 0 writes the manifest.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.harness.distributed import barrier, gather_lists, rank_and_world_size
 from benchmarks.harness.protocol import Protocol
 from benchmarks.harness.provenance import hardware
 from benchmarks.harness.reference import ReferenceSet
@@ -65,9 +70,10 @@ def generate_samples(
 ) -> SampleManifest:
     """Generate `protocol.num_videos(rollout)` videos of `rollout * frames` frames into a sample folder.
 
-    Video i is conditioned on real clip `i % num_real`; `on_batch(n)` reports progress. Returns the manifest,
-    whose `sampling_seconds` times the generate calls alone.
+    Video i is conditioned on real clip `i % num_real`; `on_batch(n)` reports this rank's progress. Returns the
+    manifest (on every rank), whose `sampling_seconds` times the generate calls alone, summed over ranks.
     """
+    rank, world_size = rank_and_world_size()
     kind = conditioned_on(model, protocol)
     num_frames = protocol.num_frames(rollout)
     writer = SampleWriter(folder)
@@ -76,6 +82,8 @@ def generate_samples(
     prompts: list[str | None] = [reference.texts[i] if kind == "text" else None for i in indices_all]
     seconds = 0.0
     for batch_index, start in enumerate(range(0, num_videos, protocol.batch_size)):
+        if batch_index % world_size != rank:
+            continue
         indices = indices_all[start:start + protocol.batch_size]
         cond = _conditioning(protocol, kind, reference, indices)
         this_seed = batch_seed(seed, rollout, batch_index)
@@ -85,15 +93,18 @@ def generate_samples(
         videos = model.generate(len(indices), num_frames, cond=cond, generator=generator)
         _synchronize(model.device)
         seconds += time.perf_counter() - started
-        writer.add(videos, seed=this_seed)
+        writer.add(videos, seed=this_seed, index=batch_index)
         if on_batch is not None:
             on_batch(len(indices))
+    writer.files = sorted(gather_lists(writer.files), key=lambda entry: entry["file"])
     manifest = SampleManifest(
         protocol=protocol.name, protocol_hash=protocol.hash, generator=generator_name,
         generator_version=generator_version, seed=seed, rollout=rollout, num_frames=num_frames,
         context_frames=protocol.context_frames, conditioned_on=kind, fps=protocol.fps, prompts=prompts,
-        reference_index=indices_all, sampling_seconds=seconds, batch_size=protocol.batch_size,
-        num_parameters=model.num_parameters, hardware=hardware(model.device),
+        reference_index=indices_all, files=writer.files, sampling_seconds=sum(gather_lists([seconds])),
+        batch_size=protocol.batch_size, num_parameters=model.num_parameters, hardware=hardware(model.device),
     )
-    writer.close(manifest)
+    if rank == 0:
+        writer.close(manifest)
+    barrier()  # no rank reads the folder before its manifest exists
     return manifest

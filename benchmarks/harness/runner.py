@@ -3,6 +3,10 @@
 One result file per (model, protocol, seed) under `<results_dir>/<protocol>/<model>.<tag>.seed<k>.json`, beside a
 GIF sample strip. Re-running skips entries whose result exists for the same protocol hash; `force` redoes them
 (training included). Training, checkpoints and sample folders live under `<runs_dir>/<protocol>/<row id>/`.
+
+Under torchrun (or in any process group) rank 0 trains each row while the others wait, then every rank loads the
+weights, generates its share of the batches and scores its share of the files; rank 0 writes results and the
+leaderboard. The numbers equal a single process's (a test runs 2 gloo ranks against 1).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,13 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks.harness.distributed import (
+    barrier,
+    from_rank_zero,
+    init_from_env,
+    rank_and_world_size,
+    rank_zero_first,
+)
 from benchmarks.harness.generation import conditioned_on, generate_samples, unsupported_reason
 from benchmarks.harness.protocol import Protocol, load_protocol, metric_key
 from benchmarks.harness.provenance import hardware, peak_memory, provenance, reset_peak_memory, sha256_file
@@ -175,7 +187,7 @@ def run_seed(
             missing.update(_missing_metrics(protocol, rollout, reason))
             continue
         folder = seed_dir / f"rollout{rollout}x"
-        if not _sample_folder_ready(folder, protocol, trained.checkpoint_sha256):
+        if not from_rank_zero(_sample_folder_ready(folder, protocol, trained.checkpoint_sha256)):
             task = progress.add_task(f"{row_id} seed {seed}: sampling {rollout}x", total=protocol.num_videos(rollout))
             generate_samples(model, protocol, reference, folder, seed, rollout, row_id, trained.checkpoint_sha256,
                              on_batch=lambda n, task=task: progress.advance(task, n))
@@ -192,6 +204,8 @@ def run_seed(
         scores = score_samples(seed_dir, protocol, reference, device=device)
         stage_seconds["scoring"] = round(time.perf_counter() - started, 2)
         progress.remove_task(task)
+    if rank_and_world_size()[0] != 0:
+        return out_path  # rank 0 writes the result
     metrics = {key: (scores["metrics"].get(key) or missing[key]) for key in protocol.metric_keys()}
     memory, memory_kind = peak_memory(device)
     strip = write_strip(seed_dir / f"rollout{max(made)}x", out_path.with_suffix(".gif"), recipe.strip_videos,
@@ -247,21 +261,31 @@ def _row_lock(recipe: Recipe, protocol: Protocol, name: str) -> FileLock:
     return FileLock(folder / f"{name}.{recipe.row_tag}.lock")
 
 
+def _acquired_now(lock: FileLock) -> bool:
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    return True
+
+
 def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: ReferenceSet, device: torch.device,
                force: bool, console: Console) -> None:
     """Train (or load) the row's model and write a result per unfinished seed; finished seeds are skipped."""
     row_id, where = f"{row.name}.{recipe.row_tag}", f"[{row.index}/{row.total}]"
     settings = run_settings_sha256(row.name, recipe)
-    pending = [seed for seed, path in row.targets.items() if force or not is_finished(path, protocol, settings)]
+    pending = from_rank_zero(
+        [seed for seed, path in row.targets.items() if force or not is_finished(path, protocol, settings)])
     if not pending:
         console.print(f"{where} {row_id}: finished results exist, skipped (--force redoes)")
         return
     run_dir = Path(recipe.runs_dir) / protocol.name / row_id
-    if force and run_dir.exists():
+    if force and run_dir.exists() and rank_and_world_size()[0] == 0:
         shutil.rmtree(run_dir)
+    barrier()
     console.print(f"{where} {row_id}: training / loading")
     started = time.perf_counter()
-    trained = prepare_model(row.name, recipe, protocol, run_dir, device)
+    trained = rank_zero_first(lambda: prepare_model(row.name, recipe, protocol, run_dir, device))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         for seed in pending:
@@ -278,36 +302,40 @@ def run_recipe(
 
     Prints progress, then the leaderboard table and the wall time; renders the leaderboard when the recipe says so.
     """
-    console = console or wide_console()
     started = time.perf_counter()
     loaded = load_recipe(recipe, overrides)
     protocol = load_protocol(loaded.protocol, loaded.protocol_overrides)
-    device = resolve_device(loaded.device)
+    device = init_from_env(resolve_device(loaded.device))
+    rank = rank_and_world_size()[0]
+    console = (console or wide_console()) if rank == 0 else Console(quiet=True)
     names = resolve_models(loaded)
     results_root = Path(loaded.results_dir)
     console.print(f"[bold]zoo bench {loaded.name}[/bold]: protocol {protocol.name} v{protocol.version} "
                   f"({protocol.hash[:10]}), {len(names)} model(s), seeds {protocol.seeds}, device {device}")
-    reference = load_reference(protocol, loaded.data_root)
+    reference = rank_zero_first(lambda: load_reference(protocol, loaded.data_root))
     rows = [_Row(index, len(names), name, {seed: results_root / protocol.name / f"{name}.{loaded.row_tag}.seed{seed}.json"
                                            for seed in protocol.seeds})
             for index, name in enumerate(names, start=1)]
     busy: list[_Row] = []
     for row in rows:
         # Another `zoo bench` on the same runs folder may be on this row: do the others first, then wait for it.
-        lock = _row_lock(loaded, protocol, row.name)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        # Rank 0 holds the lock for its group and tells the other ranks whether they are on this row now.
+        lock = _row_lock(loaded, protocol, row.name) if rank == 0 else None
+        if not from_rank_zero(lock is None or _acquired_now(lock)):
             console.print(f"[{row.index}/{row.total}] {row.name}.{loaded.row_tag}: another process is on it; later")
             busy.append(row)
             continue
         try:
             _bench_row(row, loaded, protocol, reference, device, force, console)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
     for row in busy:
-        with _row_lock(loaded, protocol, row.name):  # blocks until the other process is done, then skips its results
+        # Blocks until the other process is done, then skips its results.
+        with _row_lock(loaded, protocol, row.name) if rank == 0 else nullcontext():
             _bench_row(row, loaded, protocol, reference, device, False, console)
+    if rank != 0:
+        return [path for row in rows for path in row.targets.values()]
     if loaded.leaderboard_dir:
         build_leaderboard(results_root, loaded.leaderboard_dir)
     print_table(results_root, console)

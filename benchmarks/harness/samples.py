@@ -86,10 +86,11 @@ class SampleWriter:
         (self.folder / MANIFEST).unlink(missing_ok=True)
         self.files: list[dict[str, Any]] = []
 
-    def add(self, videos: Tensor, seed: int | None = None) -> None:
-        """Add a batch `[B, T, C, H, W]` (float in [0, 1] or uint8) generated with `seed`."""
+    def add(self, videos: Tensor, seed: int | None = None, index: int | None = None) -> None:
+        """Add a batch `[B, T, C, H, W]` (float in [0, 1] or uint8) generated with `seed` as shard `index`
+        (default: the next one; ranks that share a folder name their shards by batch index)."""
         frames = videos if videos.dtype == torch.uint8 else to_uint8(videos)
-        name = f"videos_{len(self.files):05d}.npz"
+        name = f"videos_{len(self.files) if index is None else index:05d}.npz"
         buffer = io.BytesIO()
         np.savez_compressed(buffer, videos=frames.numpy())
         atomic_write_bytes(self.folder / name, buffer.getvalue())

@@ -248,7 +248,10 @@ def _finish(
         entry["missing_reason"] = prepared.missing_reason or "metric unavailable"
         return entry, None
     try:
-        output = prepared.metric.compute()
+        with warnings.catch_warnings():
+            # A rank with no file of a short rollout has no update of its own; the sync brings the others'.
+            warnings.filterwarnings("ignore", message=".*called before the ``update`` method")
+            output = prepared.metric.compute()
     except Exception as exc:
         entry["missing_reason"] = _first_line(exc)
         return entry, None

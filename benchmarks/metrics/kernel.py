@@ -100,11 +100,22 @@ class KernelMetric(FeatureMetric):
         rows = self.embed(self.check_videos(videos, role)).flatten(0, -2)
         getattr(self, f"{role}_features").append(rows)
 
+    def sync(self, *args, **kwargs) -> None:
+        # A rank that saw no videos of a role (fewer sample files than ranks; real sets live on rank 0) holds [],
+        # which torchmetrics would send as a 1-d empty tensor that cannot be gathered with the others' [N, d].
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for role in ("real", "fake"):
+                features = getattr(self, f"{role}_features")
+                if isinstance(features, list) and not features:
+                    features.append(torch.empty(0, self.num_features, dtype=torch.float64, device=self.device))
+        super().sync(*args, **kwargs)
+
     def compute(self) -> dict[str, Tensor]:
         """`value` (mean MMD² over subsets), `std`, `num_real`, `num_fake`, `subset_size`."""
-        if len(self.real_features) == 0 or len(self.fake_features) == 0:
+        real = dim_zero_cat(self.real_features) if len(self.real_features) else torch.empty(0)
+        fake = dim_zero_cat(self.fake_features) if len(self.fake_features) else torch.empty(0)
+        if real.shape[0] == 0 or fake.shape[0] == 0:
             raise ValueError(f"{type(self).__name__} needs real and generated videos before compute()")
-        real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
         mean, std = kernel_distance(real, fake, self.num_subsets, self.subset_size, self.seed)
         return {
             "value": mean,

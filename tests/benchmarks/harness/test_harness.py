@@ -249,6 +249,45 @@ def test_micro_bench_end_to_end_resume_force_and_reproducibility(toy_env, tmp_pa
 
 
 @pytest.mark.slow
+def test_bench_sharded_over_two_gloo_ranks_equals_one_process(toy_env, tmp_path):
+    """Each rank generates every other batch and scores every other file; rank 0 trains and writes the results."""
+    single = [load_result(path) for path in run_recipe("micro", micro_overrides(tmp_path / "single", toy_env))]
+    worker, ddp = Path(__file__).with_name("bench_ddp_worker.py"), tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(worker.parent), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    ranks = [subprocess.Popen([sys.executable, str(worker), str(rank), "2", str(tmp_path / "rendezvous"),
+                               str(toy_env), str(ddp)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for rank in range(2)]
+    logs = [rank.communicate(timeout=600)[0] for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks), "\n".join(logs)[-3000:]
+    # 16 videos per row at 1x in two batches of 8 (one per rank); the 8 videos at 2x (harness_toy only) are one
+    # batch, so rank 1 has none there and still joins the manifest and the metric sync.
+    generated = [json.loads((ddp / f"generated_rank{rank}.json").read_text()) for rank in range(2)]
+    assert (generated[0], generated[1]) == ([8, 8, 8], [8, 8])
+    for expected in single:
+        got = load_result(ddp / "results" / "toy_digits" / f"{expected['id']}.seed0.json")
+        assert got["provenance"]["manifest_sha256"].keys() == expected["provenance"]["manifest_sha256"].keys()
+        for key, entry in expected["metrics"].items():
+            assert (got["metrics"][key]["num_real"], got["metrics"][key]["num_fake"]) == \
+                (entry["num_real"], entry["num_fake"]), key
+            if entry["value"] is None:
+                assert got["metrics"][key]["value"] is None, key
+            else:
+                assert got["metrics"][key]["value"] == pytest.approx(entry["value"], rel=1e-9, abs=1e-12), key
+        assert got["curves"].keys() == expected["curves"].keys()
+        for key, curve in expected["curves"].items():
+            assert got["curves"][key]["y"] == pytest.approx(curve["y"], rel=1e-9, abs=1e-12), key
+        for rollout in ("rollout1x", "rollout2x"):
+            folder = Path("toy_digits") / expected["id"] / "samples" / "seed0" / rollout
+            if not (tmp_path / "single" / "runs" / folder).exists():
+                continue
+            one, two = (read_samples(root / "runs" / folder) for root in (tmp_path / "single", ddp))
+            assert torch.equal(one[0], two[0]), f"{expected['id']} {rollout}: the videos differ"
+            assert [entry["file"] for entry in one[1].files] == [entry["file"] for entry in two[1].files]
+    assert (ddp / "board" / "README.md").is_file()
+
+
+@pytest.mark.slow
 def test_two_concurrent_bench_processes_lose_nothing_and_never_train_a_row_twice(toy_env, tmp_path):
     worker = Path(__file__).with_name("bench_worker.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(worker.parent), os.environ.get("PYTHONPATH", "")]),

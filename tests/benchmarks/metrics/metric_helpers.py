@@ -109,17 +109,20 @@ class TinyInceptionBackbone(nn.Module):
 def sharded_metric_results(rank: int, world_size: int) -> dict[str, dict[str, Tensor]]:
     """Every registered metric on fixed data, this rank feeding videos rank, rank + world_size, ... (as
     DistributedSampler shards), in batches of two; `compute()` syncs across ranks when a process group exists.
+    Under `<name>|rank0_only` the same, with every video fed by rank 0: the other ranks sync without any update
+    (fewer sample files than ranks).
     """
     from benchmarks.metrics import list_metrics
 
     real, fake = random_videos(8, seed=1), random_videos(8, seed=2, shift=0.2)
     reference = random_videos(8, seed=3)
-    mine = torch.arange(rank, 8, world_size)
+    shares = {"": torch.arange(rank, 8, world_size), "|rank0_only": torch.arange(8 if rank == 0 else 0)}
     results = {}
-    for name in list_metrics():
-        metric, feed = build_metric(name)
-        for batch in mine.split(2):
-            feed(real[batch], role="real", other=reference[batch])
-            feed(fake[batch], role="fake", other=reference[batch])
-        results[name] = {key: value.detach().clone() for key, value in metric.compute().items()}
+    for suffix, mine in shares.items():
+        for name in list_metrics():
+            metric, feed = build_metric(name)
+            for batch in mine.split(2) if len(mine) else ():  # an empty tensor splits into one empty batch
+                feed(real[batch], role="real", other=reference[batch])
+                feed(fake[batch], role="fake", other=reference[batch])
+            results[name + suffix] = {key: value.detach().clone() for key, value in metric.compute().items()}
     return results
