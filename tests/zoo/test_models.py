@@ -47,13 +47,14 @@ def test_output_contract_and_seeding(model):
     assert a.shape == (2, frames, *model.frame_size) and a.dtype == torch.float32
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, model.generate(2, frames, generator=0)), "same seed must give the same videos"
-    assert not torch.equal(a, model.generate(2, frames, generator=1)), "different seeds must differ"
+    # Seeds must change the very first frames (shorter videos: AR sampling costs one step per token).
+    assert not torch.equal(a[:, :2], model.generate(2, 2, generator=1)), "different seeds must differ"
     metadata = model.metadata()
     assert metadata["strategy"] == model.strategy and metadata["num_parameters"] > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("factor", [4])  # past two window boundaries: what 2x checks, and more
 def test_long_rollouts(model, factor):
     if not model.can_extend:
         with pytest.raises(ConditioningError, match="cannot extend"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -130,9 +131,11 @@ def test_sigkilled_run_restarted_with_same_command_equals_uninterrupted_run(tmp_
                "trainer.enable_progress_bar=false", "data.train_size=24"]
     (tmp_path / "reference").mkdir()
     (tmp_path / "crashed").mkdir()
-    reference = plugin.run_zoo(command, cwd=tmp_path / "reference")
+    with ThreadPoolExecutor(1) as pool:  # the uninterrupted run beside the one that gets killed
+        reference_run = pool.submit(plugin.run_zoo, command, cwd=tmp_path / "reference")
+        killed = plugin.run_zoo(command, cwd=tmp_path / "crashed", env={plugin.KILL_AT_STEP_ENV: "13"})
+        reference = reference_run.result()
     assert reference.returncode == 0, reference.stderr
-    killed = plugin.run_zoo(command, cwd=tmp_path / "crashed", env={plugin.KILL_AT_STEP_ENV: "13"})
     assert killed.returncode == -9  # SIGKILL at the start of step 13: the last checkpoint is step 10 (epoch 1)
     last = tmp_path / "crashed/run/checkpoints/last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 10

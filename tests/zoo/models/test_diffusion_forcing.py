@@ -16,7 +16,6 @@ from zoo.components.text import encode_prompts_per_frame
 from zoo.config import ConfigError
 from zoo.interface import Conditioning
 from zoo.registry import create_model
-from zoo.training import TrainerConfig, train_model
 
 STEPS = 2  # sampling steps in the fast tests
 
@@ -236,27 +235,6 @@ def test_self_forcing_probability_is_validated():
 
 
 @pytest.mark.slow
-def test_loss_halves_on_moving_digits(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("diffusion_forcing")
-    from zoo.data import create_dataset
-
-    dataset = create_dataset("moving_digits", split="val", num_frames=model.clip_length)
-    items = [dataset[i] for i in range(32)]
-    held_out = {"video": torch.stack([it["video"] for it in items]), "text": [it["text"] for it in items]}
-
-    def held_out_loss() -> float:
-        # The loss draws noise and per-frame timesteps: fix them so the two evaluations compare like with like.
-        with torch.random.fork_rng():
-            torch.manual_seed(123)
-            with torch.no_grad():
-                return model.compute_loss(held_out).item()
-
-    before = held_out_loss()
-    train_model(
-        model, "moving_digits", tmp_path,
-        TrainerConfig(max_steps=80, batch_size=16, enable_progress_bar=False, log_every_n_steps=20),
-    )
-    model.eval()
-    after = held_out_loss()
+def test_loss_halves_on_moving_digits(held_out_loss_before_and_after, tmp_path):
+    before, after = held_out_loss_before_and_after("diffusion_forcing", tmp_path)
     assert after < 0.5 * before, f"held-out loss went from {before:.3f} to {after:.3f}"
