@@ -27,13 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.autoencoder import load_autoencoder_for
-from zoo.components.denoiser import LatentVideoDenoiser
-from zoo.components.sampling import DiffusionConfig, DiffusionProcess
+from zoo.components.latent_diffusion import LatentDiffusionConfig, build_latent_diffusion
+from zoo.components.sampling import DiffusionConfig
 from zoo.components.schedules import Schedule, ScheduleConfig, ScheduleStep, build_schedule, sample_with_schedule
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
+from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.interface import Conditioning, VideoGenerator
 from zoo.registry import register_model
 
 HISTORY_GUIDANCE = ("vanilla", "fractional")
@@ -43,7 +42,7 @@ TextInputs = tuple[Tensor, Tensor, Tensor]
 
 
 @dataclass
-class DiffusionForcingConfig(ModelConfig):
+class DiffusionForcingConfig(LatentDiffusionConfig):
     """Diffusion forcing's knobs: latent space, text, denoiser size, block size, schedule, guidance, self-forcing.
 
     block_size: frames per attention block, dividing clip_length (1 = AR frame by frame, clip_length = full sequence).
@@ -55,18 +54,8 @@ class DiffusionForcingConfig(ModelConfig):
     and the sampling steps per frame of that rollout.
     """
 
-    autoencoder: str = "moving_digits_kl"
-    text_encoder: str = "learned"
-    text_dim: int = 64
-    dim: int = 96
-    depth: int = 2
-    num_heads: int = 4
-    patch_size: int = 2
-    mlp_ratio: float = 4.0
-    text_dropout: float = 0.1
     block_size: int = 1
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="autoregressive"))
-    extension_context: int = 4
     history_guidance: str = "vanilla"
     history_guidance_scale: float = 1.0
     history_noise_level: float = 0.5
@@ -75,6 +64,7 @@ class DiffusionForcingConfig(ModelConfig):
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(sampler="ddim"))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 1 <= self.block_size <= self.clip_length or self.clip_length % self.block_size:
             raise ConfigError(
                 f"block_size ({self.block_size}) must divide clip_length ({self.clip_length}) so every training clip "
@@ -90,10 +80,6 @@ class DiffusionForcingConfig(ModelConfig):
             raise ConfigError(
                 f"schedule '{self.schedule.name}' denoises {in_flight} frames at once, leaving no history in a "
                 f"{self.clip_length}-frame window; lower schedule.chunk_size/window or raise schedule.lag"
-            )
-        if not 1 <= self.extension_context < self.clip_length:
-            raise ConfigError(
-                f"extension_context ({self.extension_context}) must be in [1, clip_length - 1 = {self.clip_length - 1}]"
             )
         if self.history_guidance not in HISTORY_GUIDANCE:
             raise ConfigError(f"history_guidance must be one of {list(HISTORY_GUIDANCE)}, got '{self.history_guidance}'")
@@ -114,13 +100,8 @@ class DiffusionForcing(VideoGenerator):
 
     def __init__(self, config: DiffusionForcingConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size)
-        self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
-        self.denoiser = LatentVideoDenoiser.text_conditioned(
-            self.autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.dim, depth=config.depth,
-            num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, known_frames=False,
-        )
-        self.diffusion = DiffusionProcess(config.diffusion)
+        self.autoencoder, self.text_encoder, self.denoiser, self.diffusion = build_latent_diffusion(
+            config, known_frames=False)
 
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the knobs that set quality and cost: block size, schedule, steps, guidance scales."""

@@ -13,47 +13,27 @@ the last `extension_context` frames of the previous one, with every frame's prom
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from zoo.components.autoencoder import load_autoencoder_for
-from zoo.components.denoiser import LatentVideoDenoiser
-from zoo.components.sampling import DenoiseFn, DiffusionConfig, DiffusionProcess
-from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
-from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.components.latent_diffusion import LatentDiffusionConfig, build_latent_diffusion
+from zoo.components.sampling import DenoiseFn
+from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
+from zoo.interface import Conditioning, VideoGenerator
 from zoo.registry import register_model
 
 
 @dataclass
-class VideoDiffusionConfig(ModelConfig):
-    """The baseline's knobs: latent space, text encoder, denoiser size, conditioning schedule, diffusion process.
+class VideoDiffusionConfig(LatentDiffusionConfig):
+    """The baseline's knobs: those of every latent diffusion model, and its conditioning schedule.
 
     context_probability: share of training clips that get known first frames (their count is uniform in [1, T-1]).
-    extension_context: frames of the previous window that condition the next one when extending past clip_length.
     """
 
-    autoencoder: str = "moving_digits_kl"
-    text_encoder: str = "learned"
-    text_dim: int = 64
-    dim: int = 96
-    depth: int = 2
-    num_heads: int = 4
-    patch_size: int = 2
-    mlp_ratio: float = 4.0
-    text_dropout: float = 0.1
     context_probability: float = 0.5
-    extension_context: int = 4
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.extension_context < self.clip_length:
-            raise ConfigError(
-                f"extension_context ({self.extension_context}) must be in [1, clip_length - 1 = {self.clip_length - 1}]"
-            )
 
 
 @register_model("video_diffusion", config=VideoDiffusionConfig)
@@ -65,13 +45,8 @@ class VideoDiffusion(VideoGenerator):
 
     def __init__(self, config: VideoDiffusionConfig) -> None:
         super().__init__(config)
-        self.autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size)
-        self.text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
-        self.denoiser = LatentVideoDenoiser.text_conditioned(
-            self.autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.dim, depth=config.depth,
-            num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, known_frames=True,
-        )
-        self.diffusion = DiffusionProcess(config.diffusion)
+        self.autoencoder, self.text_encoder, self.denoiser, self.diffusion = build_latent_diffusion(
+            config, known_frames=True)
 
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the sampling cost knobs the throughput report needs."""

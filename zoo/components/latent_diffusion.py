@@ -1,0 +1,58 @@
+"""The text-conditioned latent video diffusion stack that `video_diffusion` and `diffusion_forcing` share.
+
+A frozen per-frame autoencoder, a text encoder, a factorized space-time transformer denoiser (`LatentVideoDenoiser`,
+text by cross-attention and AdaLN) and a diffusion process; the models differ in how they noise and sample frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from zoo.components.autoencoder import load_autoencoder_for
+from zoo.components.denoiser import LatentVideoDenoiser
+from zoo.components.sampling import DiffusionConfig, DiffusionProcess
+from zoo.components.text import build_text_encoder
+from zoo.config import ConfigError
+from zoo.interface import ModelConfig
+
+
+@dataclass
+class LatentDiffusionConfig(ModelConfig):
+    """Latent space, text encoder, denoiser size, text dropout (for classifier-free guidance) and diffusion process.
+
+    extension_context: frames of the previous window that condition the next one when extending past clip_length.
+    """
+
+    autoencoder: str = "moving_digits_kl"
+    text_encoder: str = "learned"
+    text_dim: int = 64
+    dim: int = 96
+    depth: int = 2
+    num_heads: int = 4
+    patch_size: int = 2
+    mlp_ratio: float = 4.0
+    text_dropout: float = 0.1
+    extension_context: int = 4
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.extension_context < self.clip_length:
+            raise ConfigError(
+                f"extension_context ({self.extension_context}) must be in [1, clip_length - 1 = {self.clip_length - 1}]"
+            )
+
+
+def build_latent_diffusion(
+    config: LatentDiffusionConfig, known_frames: bool
+) -> tuple[nn.Module, nn.Module, LatentVideoDenoiser, DiffusionProcess]:
+    """(autoencoder, text encoder, denoiser, diffusion process) of a config; `known_frames` adds the denoiser's
+    known-frame input channels (masked context conditioning)."""
+    autoencoder = load_autoencoder_for(config.autoencoder, config.channels, config.image_size)
+    text_encoder = build_text_encoder(config.text_encoder, config.text_dim)
+    denoiser = LatentVideoDenoiser.text_conditioned(
+        autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.dim, depth=config.depth,
+        num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, known_frames=known_frames,
+    )
+    return autoencoder, text_encoder, denoiser, DiffusionProcess(config.diffusion)
