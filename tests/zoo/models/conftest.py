@@ -42,3 +42,18 @@ def held_out_loss_before_and_after(name: str, out_dir: Path, steps: int = 80) ->
 def held_out_loss_before_and_after_fixture() -> Callable[..., tuple[float, float]]:
     """`held_out_loss_before_and_after(model_name, out_dir, steps=80) -> (before, after)`."""
     return held_out_loss_before_and_after
+
+
+def wake_zero_init(module: torch.nn.Module) -> None:
+    """Give zero-initialised linear layers small random weights: zero output layers make an untrained network ignore
+    its conditions (AR vectors, keyframes); random ones make them matter, which the conditioning tests need."""
+    generator = torch.Generator().manual_seed(1)
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Linear) and not layer.weight.any():
+            layer.weight.data.normal_(0.0, 0.05, generator=generator)
+
+
+@pytest.fixture(name="wake_zero_init", scope="session")
+def wake_zero_init_fixture() -> Callable[[torch.nn.Module], None]:
+    """`wake_zero_init(module)`: see the function."""
+    return wake_zero_init

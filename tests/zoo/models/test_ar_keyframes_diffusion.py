@@ -6,7 +6,6 @@ from itertools import pairwise
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo.data import create_dataset
@@ -28,20 +27,12 @@ TINY = [
 ]
 
 
-def _wake_zero_init(module: nn.Module) -> None:
-    # Zero-initialised output layers make untrained networks ignore their conditions; random ones make them matter.
-    generator = torch.Generator().manual_seed(1)
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear) and not layer.weight.any():
-            layer.weight.data.normal_(0.0, 0.05, generator=generator)
-
-
 @pytest.fixture(scope="module")
-def model():
+def model(wake_zero_init):
     torch.manual_seed(0)
     model = create_model("ar_keyframes_diffusion", overrides=TINY)
-    _wake_zero_init(model.planner)
-    _wake_zero_init(model.renderer)
+    wake_zero_init(model.planner)
+    wake_zero_init(model.renderer)
     return model.eval()
 
 

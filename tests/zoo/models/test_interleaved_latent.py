@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo.components.text import drop_prompts
@@ -29,19 +28,11 @@ TINY = [
 ]
 
 
-def _wake_zero_init(module: nn.Module) -> None:
-    # Zero-initialised output layers make an untrained head ignore its AR vectors; random ones make them matter.
-    generator = torch.Generator().manual_seed(1)
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear) and not layer.weight.any():
-            layer.weight.data.normal_(0.0, 0.05, generator=generator)
-
-
 @pytest.fixture(scope="module")
-def model():
+def model(wake_zero_init):
     torch.manual_seed(0)
     model = create_model("interleaved_latent", overrides=TINY)
-    _wake_zero_init(model.latent_ar)
+    wake_zero_init(model.latent_ar)
     return model.eval()
 
 
