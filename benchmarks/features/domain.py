@@ -41,7 +41,11 @@ DOMAIN_CHANNELS = {"moving_digits": 1, "bouncing_shapes": 3}
 
 @dataclass
 class DomainNetConfig:
-    """Architecture of a domain network: input channels, heads {label: classes}, which heads are sets, widths."""
+    """Architecture of a domain network: input channels, heads {label: classes}, which heads are sets, widths.
+
+    frame_differences: the frame encoder also sees each frame's difference from the previous one (zero for the
+    first frame and for lone frames), so motion is seen where it happens. content_layers: depth of the "what" branch.
+    """
 
     in_channels: int
     heads: dict[str, int]
@@ -49,6 +53,8 @@ class DomainNetConfig:
     width: int = 32
     frame_dim: int = 128
     video_dim: int = 128
+    frame_differences: bool = False
+    content_layers: int = 1
 
     @classmethod
     def for_dataset(cls, dataset: str) -> DomainNetConfig:
@@ -69,18 +75,26 @@ class DomainVideoNet(nn.Module):
         self.label_names = tuple(config.heads)
         width = config.width
         # GroupNorm (not BatchNorm): a video's features must not depend on the other videos in its batch.
+        stem_channels = config.in_channels * (2 if config.frame_differences else 1)
         self.stem = nn.Sequential(
-            nn.Conv2d(config.in_channels, width // 2, 4, stride=2, padding=1),
+            nn.Conv2d(stem_channels, width // 2, 4, stride=2, padding=1),
             nn.GroupNorm(8, width // 2),
             nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
             nn.GroupNorm(8, width),
             nn.GELU(),
         )
+        # The first content layer halves the map; the others (stride 1) widen what one feature sees of a digit.
         self.content = nn.Sequential(
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.GroupNorm(8, 2 * width),
-            nn.GELU(),
+            *(
+                module
+                for layer in range(config.content_layers)
+                for module in (
+                    nn.Conv2d(width if layer == 0 else 2 * width, 2 * width, 3, stride=1 if layer else 2, padding=1),
+                    nn.GroupNorm(8, 2 * width),
+                    nn.GELU(),
+                )
+            )
         )
         # Where things are (the stem's map pooled to 8x8, which motion needs) and what is anywhere (a global max of
         # the deeper map, which identity needs), projected together.
@@ -103,9 +117,14 @@ class DomainVideoNet(nn.Module):
             )
 
     def frame_features(self, frames: Tensor) -> Tensor:
-        """Frames `[N, C, H, W]` in [0, 1] -> `[N, frame_dim]`."""
+        """Frames `[N, C, H, W]` in [0, 1] -> `[N, frame_dim]` (as the first frame of a clip, if the network
+        takes frame differences)."""
         self._check(frames, 4)
-        maps = self.stem(frames * 2 - 1)
+        return self._encode_frames(frames, torch.zeros_like(frames))
+
+    def _encode_frames(self, frames: Tensor, differences: Tensor) -> Tensor:
+        inputs = torch.cat([frames * 2 - 1, differences], dim=1) if self.config.frame_differences else frames * 2 - 1
+        maps = self.stem(inputs)
         where = F.adaptive_avg_pool2d(maps, 8).flatten(1)
         what = self.content(maps).amax(dim=(2, 3))
         return self.frame_projection(torch.cat([where, what], dim=1))
@@ -115,7 +134,8 @@ class DomainVideoNet(nn.Module):
         mean and max over time (a digit seen clearly in any frame, e.g. once two digits stop overlapping)."""
         self._check(videos, 5)
         batch, frames = videos.shape[:2]
-        per_frame = self.frame_features(videos.flatten(0, 1)).view(batch, frames, -1)
+        differences = torch.cat([torch.zeros_like(videos[:, :1]), videos.diff(dim=1)], dim=1)
+        per_frame = self._encode_frames(videos.flatten(0, 1), differences.flatten(0, 1)).view(batch, frames, -1)
         hidden = self.temporal(per_frame.transpose(1, 2))  # [B, video_dim, T]
         return torch.cat([hidden[:, :, 0], hidden.mean(dim=2), hidden.amax(dim=2)], dim=1)
 

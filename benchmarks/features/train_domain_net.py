@@ -2,7 +2,7 @@
 
     python -m benchmarks.features.train_domain_net recipes/domain_net_moving_digits.yaml [key=value ...]
 
-Runs on CPU in a few minutes (Lightning Trainer). Writes `benchmarks/features/weights/domain_<dataset>.safetensors`
+Runs on CPU in 5-15 minutes (Lightning Trainer). Writes `benchmarks/features/weights/domain_<dataset>.safetensors`
 and `.json` (config, sha256, per-label accuracy on held-out clips of the test split, which shares no digit image
 with the training split). This script is the one place in `benchmarks.features` that uses `zoo.data`.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,11 @@ from benchmarks.weights import DOMAIN_WEIGHTS_DIR
 @dataclass
 class DomainNetRecipe:
     """What `recipes/domain_net_*.yaml` may set. `data` overrides the dataset's config (it must match what the
-    benchmark scores, e.g. image_size and num_frames)."""
+    benchmark scores, e.g. image_size and num_frames); `network` overrides `DomainNetConfig` fields (e.g. width)."""
 
     dataset: str = "moving_digits"
     data: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
     steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 3e-3
@@ -90,13 +91,25 @@ def evaluate(
     return accuracy
 
 
+def network_config(recipe: DomainNetRecipe) -> DomainNetConfig:
+    """The dataset's default network config with the recipe's `network` overrides."""
+    from zoo.config import build_config
+
+    return build_config(
+        DomainNetConfig,
+        asdict(DomainNetConfig.for_dataset(recipe.dataset)),
+        recipe.network,
+        where="the recipe's network",
+    )
+
+
 def train(recipe: DomainNetRecipe) -> dict:
     """Train, evaluate on held-out clips, save weights + record; returns the record."""
     from zoo.data import create_dataset
 
     torch.set_num_threads(recipe.threads)
     L.seed_everything(recipe.seed, workers=True)
-    config = DomainNetConfig.for_dataset(recipe.dataset)
+    config = network_config(recipe)
     module = DomainNetModule(config, recipe.learning_rate, recipe.weight_decay, recipe.steps)
     clips = create_dataset(recipe.dataset, "train", overrides=recipe.data)
     loader = DataLoader(clips, batch_size=recipe.batch_size, shuffle=True, num_workers=0)

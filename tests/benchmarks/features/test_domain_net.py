@@ -9,15 +9,17 @@ import torch
 
 from benchmarks.features import create_extractor, load_domain_net
 from benchmarks.features.domain import DOMAIN_HEADS, DomainNetConfig, DomainVideoNet, weights_paths
-from benchmarks.features.train_domain_net import evaluate
+from benchmarks.features.train_domain_net import DomainNetRecipe, evaluate, network_config
 from benchmarks.metrics import FrechetVideoDistance, PromptAdherence
 from benchmarks.weights import sha256_of
 
 DATASETS = sorted(DOMAIN_HEADS)
 # Held-out accuracy floors of the committed networks (exact sets for set labels; "all": every label of a clip right).
-# Where they stand: identity and initial direction of 1-2 objects from 8 frames, after ~5 CPU minutes of training.
+# Where they stand: identity and initial direction of 1-2 objects from 8 frames, after 5 (bouncing_shapes) and 15
+# (moving_digits) CPU minutes of training. moving_digits' direction has a ceiling below 1: ~7% of clips start with a
+# digit so close to a wall that it bounces before frame 1, which on integer pixels often looks like the opposite start.
 MIN_ACCURACY = {
-    "moving_digits": {"digits": 0.6, "num_digits": 0.99, "direction": 0.55, "all": 0.4},
+    "moving_digits": {"digits": 0.9, "num_digits": 0.99, "direction": 0.85, "all": 0.78},
     "bouncing_shapes": {"shape": 0.99, "colour": 0.99, "motion": 0.85, "direction": 0.95, "all": 0.85},
 }
 
@@ -97,6 +99,28 @@ def test_a_record_without_weights_says_how_to_train(tmp_path):
         load_domain_net("moving_digits", folder=tmp_path)
 
 
-def test_untrained_network_shapes_do_not_depend_on_clip_length():
-    network = DomainVideoNet(DomainNetConfig.for_dataset("moving_digits"))
-    assert network.video_features(torch.rand(3, 5, 1, 32, 32)).shape == (3, 384)
+@pytest.mark.parametrize("network", [{}, {"width": 16, "content_layers": 2, "frame_differences": True}])
+def test_untrained_network_shapes_do_not_depend_on_clip_length(network):
+    config = network_config(DomainNetRecipe(dataset="moving_digits", network=network))
+    model = DomainVideoNet(config)
+    assert model.video_features(torch.rand(3, 5, 1, 32, 32)).shape == (3, 384)
+    assert model.video_features(torch.rand(3, 1, 1, 32, 32)).shape == (3, 384)
+    assert model.frame_features(torch.rand(4, 1, 32, 32)).shape == (4, 128)
+
+
+def test_frame_features_of_a_frame_difference_network_are_those_of_a_clip_start():
+    torch.manual_seed(0)
+    model = DomainVideoNet(network_config(DomainNetRecipe(network={"width": 16, "frame_differences": True})))
+    clip = torch.rand(2, 3, 1, 32, 32)
+    inside = []
+    model.frame_projection.register_forward_hook(lambda module, args, output: inside.append(output))
+    model.video_features(clip)
+    per_frame = inside[0].view(2, 3, -1)
+    torch.testing.assert_close(model.frame_features(clip[:, 0]), per_frame[:, 0])
+    # Later frames see their motion: the same image after a change encodes differently than at the start.
+    assert not torch.allclose(model.frame_features(clip[:, 1]), per_frame[:, 1])
+
+
+def test_recipe_network_overrides_reject_unknown_keys():
+    with pytest.raises(ValueError, match="did you mean 'width'"):
+        network_config(DomainNetRecipe(network={"widht": 48}))
