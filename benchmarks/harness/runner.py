@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from filelock import FileLock, Timeout
 from rich.console import Console
@@ -115,6 +116,9 @@ def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, 
             return Trained(model.to(device).eval(), summary["sha256"], summary["steps"], summary["seconds"],
                            trainer_cfg.seed)
     config_path = settings.config_path
+    # The initial weights depend on the training seed only (as under `zoo train`), not on what this process ran
+    # before: without this a row's init depended on which rows trained earlier in the same `zoo bench` run.
+    L.seed_everything(trainer_cfg.seed, verbose=False)
     model = create_model(settings.model, config_path=_repo_path(config_path) if config_path else None,
                          overrides=_model_overrides(recipe, protocol, name))
     _check_frames(model, protocol, f"model '{name}'")

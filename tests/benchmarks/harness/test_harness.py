@@ -308,6 +308,30 @@ def test_two_concurrent_bench_processes_lose_nothing_and_never_train_a_row_twice
     assert all(f"`{row}`" in board for row in rows)  # whichever process rendered last saw both rows
 
 
+def test_a_rows_initial_weights_depend_on_its_training_seed_only(toy_env, tmp_path, monkeypatch):
+    """Whatever ran before in the process (other rows), a row starts from the same weights, as under `zoo train`."""
+    import zoo.training
+
+    class Stop(Exception):
+        pass
+
+    initial = []
+
+    def record_and_stop(model, *args, **kwargs):
+        initial.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        raise Stop
+
+    monkeypatch.setattr(zoo.training, "train_model", record_and_stop)
+    recipe = load_recipe("micro", micro_overrides(tmp_path, toy_env, models="[video_diffusion]"))
+    protocol = load_protocol(toy_env)
+    for consumed in (0, 7):
+        torch.rand(consumed)  # another row's training would move the global RNG like this
+        with pytest.raises(Stop):
+            runner_module.prepare_model("video_diffusion", recipe, protocol, tmp_path / f"run{consumed}",
+                                        torch.device("cpu"))
+    assert torch.equal(initial[0], initial[1])
+
+
 def test_recipe_variants_run_one_model_as_several_rows(toy_env, tmp_path):
     variants = ["variants.toy_clean.model=harness_toy", "variants.toy_clean.overrides.noise=0.0",
                 "variants.toy_noisy.model=harness_toy", "variants.toy_noisy.overrides.noise=0.4"]
