@@ -1,6 +1,7 @@
 """bouncing_shapes: coloured squares, circles and triangles on black, so colour and occlusion are exercised.
 
-Three motion types: "constant" (a shape bounces at constant speed), "accelerating" (it speeds up every frame) and
+Three motion types (every shape starts clear of the wall it heads for, so the first frames show its labelled
+direction): "constant" (a shape bounces at constant speed), "accelerating" (it speeds up every frame) and
 "occluding" (it passes behind a larger, still shape of another colour). Captions come from the labels:
 "a red square moving right, then left", "... , speeding up", "... , behind a blue circle".
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from zoo.config import ConfigError
 from zoo.data.procedural import (
+    CLEAR_STEPS,
     COMPASS,
     REFERENCE_SIZE,
     Clip,
@@ -21,6 +23,7 @@ from zoo.data.procedural import (
     ProceduralVideoDataset,
     bounce,
     check_range,
+    clear_start,
     compass_velocity,
     path_phrase,
     with_article,
@@ -111,11 +114,15 @@ class BouncingShapes(ProceduralVideoDataset):
             size, start, direction, speed = self._crossing(rng)
         else:
             size = int(rng.integers(low, high + 1))
-            start = rng.uniform(0, 1, size=2) * (canvas_size - size)
+            unit_start = rng.uniform(0, 1, size=2)
             direction = int(rng.integers(len(COMPASS)))
             speed = rng.uniform(*cfg.speed) * self.scale
         acceleration = rng.uniform(*cfg.acceleration) * self.scale if motion == "accelerating" else 0.0
         velocity = compass_velocity(direction, speed)
+        if motion != "occluding":
+            # The first CLEAR_STEPS steps, speeding up by `acceleration` per step after the first.
+            lead = velocity * (CLEAR_STEPS + acceleration / speed * CLEAR_STEPS * (CLEAR_STEPS - 1) / 2)
+            start = clear_start(unit_start[None], lead[None], np.array([canvas_size - size]))[0]
         path = bounce(start[None], velocity[None], np.array([canvas_size - size]), frames, np.array([acceleration]))
 
         video = np.zeros((frames, canvas_size, canvas_size, 3), np.float32)

@@ -1,8 +1,9 @@
 """moving_digits: the Moving-MNIST protocol on scikit-learn's bundled 8x8 digits — nothing to download.
 
 One or two digit sprites (upscaled, contrast-stretched 8x8 images) bounce inside a square canvas in one of eight
-compass directions. Every clip carries its ground truth (digit classes, initial positions and velocities, bounces)
-and a caption generated from it: "a 3 moving left, then right and a 7 moving down".
+compass directions, starting clear of the wall they head for, so the first frames show that direction. Every clip
+carries its ground truth (digit classes, initial positions and velocities, bounces) and a caption generated from
+it: "a 3 moving left, then right and a 7 moving down".
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import torch.nn.functional as F
 
 from zoo.config import ConfigError
 from zoo.data.procedural import (
+    CLEAR_STEPS,
     COMPASS,
     Clip,
     ProceduralConfig,
     ProceduralVideoDataset,
     bounce,
+    clear_start,
     compass_velocity,
     path_phrase,
     with_article,
@@ -102,10 +105,11 @@ class MovingDigits(ProceduralVideoDataset):
         count = int(rng.choice(cfg.num_digits))
         which = rng.integers(len(self.sprites), size=count)
         extent = np.full(count, self.image_size - size)
-        start = rng.uniform(0, 1, size=(count, 2)) * extent[:, None]
+        unit_start = rng.uniform(0, 1, size=(count, 2))
         directions = rng.integers(len(COMPASS), size=count)
         speeds = rng.uniform(*cfg.speed, size=count) * self.scale
         velocity = np.stack([compass_velocity(d, s) for d, s in zip(directions, speeds, strict=True)])
+        start = clear_start(unit_start, CLEAR_STEPS * velocity, extent)
         path = bounce(start, velocity, extent, frames)
 
         canvas = np.zeros((frames, self.image_size, self.image_size), np.float32)

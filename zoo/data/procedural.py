@@ -22,6 +22,10 @@ COMPASS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
 DIRECTION_WORDS = ("right", "down right", "down", "down left", "left", "up left", "up", "up right")
 # Speeds and sizes in configs are pixels on this canvas; other canvases scale them.
 REFERENCE_SIZE = 32
+# Objects start this many steps clear of the walls they head for. At the default speeds (>= 0.7 px/frame per moving
+# axis) two steps move an object at least one whole pixel, so the direction a clip is labelled and captioned with is
+# the one its first frames show; a bounce before that would make the start look like the opposite direction.
+CLEAR_STEPS = 2
 
 
 @dataclass
@@ -85,6 +89,15 @@ def bounce(
     signs = (np.sign(velocity)[None] * np.where(phase < extent, 1, -1)).astype(np.int64)
     crossings = np.abs(np.floor(unfolded[-1] / extent) - np.floor(unfolded[0] / extent))
     return Trajectory(positions, signs, crossings.sum(axis=1).astype(np.int64))
+
+
+def clear_start(unit: np.ndarray, lead: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """Start positions `[N, 2]` in [0, extent[n]] from uniform draws `unit` `[N, 2]` in [0, 1), placed so that
+    moving `lead` `[N, 2]` pixels (the first CLEAR_STEPS steps) meets no wall, wherever the box leaves room."""
+    extent = np.asarray(extent, np.float64).reshape(-1, 1)
+    low = np.minimum(np.maximum(-lead, 0.0), extent)
+    high = np.maximum(extent - np.maximum(lead, 0.0), low)
+    return low + unit * (high - low)
 
 
 def compass_velocity(direction: int, speed: float) -> np.ndarray:

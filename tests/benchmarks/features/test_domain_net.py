@@ -15,12 +15,11 @@ from benchmarks.weights import sha256_of
 
 DATASETS = sorted(DOMAIN_HEADS)
 # Held-out accuracy floors of the committed networks (exact sets for set labels; "all": every label of a clip right).
-# Where they stand: identity and initial direction of 1-2 objects from 8 frames, after 5 (bouncing_shapes) and 15
-# (moving_digits) CPU minutes of training. moving_digits' direction has a ceiling below 1: ~7% of clips start with a
-# digit so close to a wall that it bounces before frame 1, which on integer pixels often looks like the opposite start.
+# The aim is >= 95% on every label; where they stand (test split, 1024 clips): moving_digits digits 0.96, directions
+# 0.985, counts 1.0 (all 0.947); bouncing_shapes 1.0 except motion 0.986 (constant vs speeding up; all 0.986).
 MIN_ACCURACY = {
-    "moving_digits": {"digits": 0.9, "num_digits": 0.99, "direction": 0.85, "all": 0.78},
-    "bouncing_shapes": {"shape": 0.99, "colour": 0.99, "motion": 0.85, "direction": 0.95, "all": 0.85},
+    "moving_digits": {"digits": 0.95, "num_digits": 0.99, "direction": 0.97, "all": 0.93},
+    "bouncing_shapes": {"shape": 0.99, "colour": 0.99, "motion": 0.97, "direction": 0.99, "all": 0.97},
 }
 
 
@@ -81,7 +80,8 @@ def test_prompt_adherence_and_fvd_domain_on_dataset_clips(dataset):
     adherence.update(videos[fake], {name: batch["labels"][name][fake] for name in DOMAIN_HEADS[dataset]})
     assert adherence.compute()["value"].item() >= MIN_ACCURACY[dataset]["all"] - 0.1  # real clips: near the record
 
-    # FVD-domain ranks what it should: other clips of the data < the same clips with frames shuffled < frozen clips.
+    # FVD-domain ranks what it should: other clips of the data far below the same clips with their frames shuffled
+    # (motion broken) and far below frozen clips (no motion at all).
     fvd = FrechetVideoDistance(create_extractor(f"domain_{dataset}"), clip_frames=8)
     shuffled = videos[fake][:, torch.randperm(8, generator=torch.Generator().manual_seed(0))]
     frozen = videos[fake][:, :1].expand(-1, 8, -1, -1, -1)
@@ -91,7 +91,7 @@ def test_prompt_adherence_and_fvd_domain_on_dataset_clips(dataset):
         fvd.update(videos[real], real=True)
         fvd.update(candidate, real=False)
         values.append(fvd.compute()["value"].item())
-    assert values == sorted(values) and values[1] > 1.3 * values[0], values
+    assert min(values[1:]) > 2 * values[0], values
 
 
 def test_a_record_without_weights_says_how_to_train(tmp_path):

@@ -3,7 +3,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zoo.data.procedural import bounce, compass_velocity, direction_word, path_phrase, with_article
+from zoo.data import create_dataset
+from zoo.data.procedural import (
+    CLEAR_STEPS,
+    COMPASS,
+    bounce,
+    clear_start,
+    compass_velocity,
+    direction_word,
+    path_phrase,
+    with_article,
+)
 
 
 def reference_bounce(position, velocity, extent, num_frames, acceleration):
@@ -45,6 +55,49 @@ def test_a_single_frame_has_no_motion_to_bounce() -> None:
     path = bounce(np.array([[3.0, 4.0]]), np.array([[-2.0, 0.0]]), np.array([10.0]), 1)
     assert path.positions.shape == (1, 1, 2) and path.bounces.tolist() == [0]
     assert path_phrase(path.signs[:, 0]) == "moving left"
+
+
+def test_clear_start_keeps_the_first_steps_off_the_walls_where_there_is_room() -> None:
+    rng = np.random.default_rng(0)
+    unit = rng.uniform(0, 1, size=(1000, 2))
+    lead = rng.uniform(-4, 4, size=(1000, 2))
+    start = clear_start(unit, lead, np.full(1000, 18.0))
+    assert (start + lead >= 0).all() and (start + lead <= 18).all() and (start >= 0).all() and (start <= 18).all()
+    # Uniform over the allowed interval [max(-lead, 0), 18 - max(lead, 0)], in the order of the draws.
+    low, high = np.maximum(-lead, 0), 18 - np.maximum(lead, 0)
+    np.testing.assert_allclose(start, low + unit * (high - low))
+    np.testing.assert_allclose(
+        clear_start(np.array([[0.0, 1.0]]), np.array([[2.0, -3.0]]), np.array([10.0])), [[0, 10]]
+    )
+    # A box too small for the lead still gives a start inside it.
+    cramped = clear_start(np.array([[0.5, 0.5]]), np.array([[12.0, -12.0]]), np.array([10.0]))
+    assert ((cramped >= 0) & (cramped <= 10)).all()
+
+
+@pytest.mark.parametrize("dataset", ["moving_digits", "bouncing_shapes"])
+def test_the_labelled_direction_is_what_the_first_frames_show(dataset: str) -> None:
+    """No object bounces before it has moved a whole pixel along each axis of its labelled direction, so a clip's
+    caption and direction label never name a start the frames contradict."""
+    clips = create_dataset(dataset, "test", {"test_size": 200}, num_frames=8)
+    checked = 0
+    for index in range(len(clips)):
+        labels = clips[index]["labels"]
+        directions = labels["direction"].reshape(-1).numpy()
+        count = int((directions >= 0).sum())
+        size = clips.digit_size if dataset == "moving_digits" else int(labels["size"][0])
+        acceleration = float(labels.get("acceleration", 0.0))
+        path = bounce(
+            labels["position"].reshape(-1, 2)[:count].double().numpy(),
+            labels["velocity"].reshape(-1, 2)[:count].double().numpy(),
+            np.full(count, clips.image_size - size),
+            CLEAR_STEPS + 1,
+            np.full(count, acceleration),
+        )
+        pixels = np.rint(path.positions)
+        for n in range(count):
+            assert tuple(np.sign(pixels[CLEAR_STEPS, n] - pixels[0, n])) == COMPASS[directions[n]], (index, n)
+            checked += 1
+    assert checked >= 200
 
 
 def test_path_phrase_names_each_direction_change_once() -> None:
