@@ -15,10 +15,10 @@ from benchmarks.weights import sha256_of
 
 DATASETS = sorted(DOMAIN_HEADS)
 # Held-out accuracy floors of the committed networks (exact sets for set labels; "all": every label of a clip right).
-# The aim is >= 95% on every label; where they stand (test split, 1024 clips): moving_digits digits 0.96, directions
-# 0.985, counts 1.0 (all 0.947); bouncing_shapes 1.0 except motion 0.986 (constant vs speeding up; all 0.986).
+# The aim is >= 95% with every label of a clip right; where they stand (test split, 1024 clips): moving_digits digits
+# 0.962, directions 0.992, counts 1.0 (all 0.955); bouncing_shapes 1.0 except motion 0.986 (constant vs speeding up).
 MIN_ACCURACY = {
-    "moving_digits": {"digits": 0.95, "num_digits": 0.99, "direction": 0.97, "all": 0.93},
+    "moving_digits": {"digits": 0.95, "num_digits": 0.99, "direction": 0.98, "all": 0.95},
     "bouncing_shapes": {"shape": 0.99, "colour": 0.99, "motion": 0.97, "direction": 0.99, "all": 0.97},
 }
 
