@@ -15,7 +15,6 @@ import numpy as np
 
 from zoo.config import ConfigError
 from zoo.data.procedural import (
-    CLEAR_STEPS,
     COMPASS,
     REFERENCE_SIZE,
     Clip,
@@ -120,9 +119,7 @@ class BouncingShapes(ProceduralVideoDataset):
         acceleration = rng.uniform(*cfg.acceleration) * self.scale if motion == "accelerating" else 0.0
         velocity = compass_velocity(direction, speed)
         if motion != "occluding":
-            # The first CLEAR_STEPS steps, speeding up by `acceleration` per step after the first.
-            lead = velocity * (CLEAR_STEPS + acceleration / speed * CLEAR_STEPS * (CLEAR_STEPS - 1) / 2)
-            start = clear_start(unit_start[None], lead[None], np.array([canvas_size - size]))[0]
+            start = clear_start(unit_start[None], velocity[None], np.array([canvas_size - size]), [acceleration])[0]
         path = bounce(start[None], velocity[None], np.array([canvas_size - size]), frames, np.array([acceleration]))
 
         video = np.zeros((frames, canvas_size, canvas_size, 3), np.float32)

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from zoo.config import ConfigError
 from zoo.data.procedural import (
-    CLEAR_STEPS,
     COMPASS,
     Clip,
     ProceduralConfig,
@@ -109,7 +108,7 @@ class MovingDigits(ProceduralVideoDataset):
         directions = rng.integers(len(COMPASS), size=count)
         speeds = rng.uniform(*cfg.speed, size=count) * self.scale
         velocity = np.stack([compass_velocity(d, s) for d, s in zip(directions, speeds, strict=True)])
-        start = clear_start(unit_start, CLEAR_STEPS * velocity, extent)
+        start = clear_start(unit_start, velocity, extent)
         path = bounce(start, velocity, extent, frames)
 
         canvas = np.zeros((frames, self.image_size, self.image_size), np.float32)

@@ -75,15 +75,8 @@ def bounce(
     """
     # Closed form, no per-frame loop: walk the unfolded straight line, then fold it into the box
     # (a triangle wave); every wall crossing of the unfolded line is one bounce.
-    speed = np.linalg.norm(velocity, axis=1)[:, None]  # [N, 1]
     extent = np.maximum(np.asarray(extent, np.float64), 1e-9)[:, None]  # [N, 1]
-    steps = np.arange(num_frames - 1)[:, None, None]  # [T-1, 1, 1]
-    gain = 0.0 if acceleration is None else np.asarray(acceleration, np.float64)[:, None]
-    # Faster than the free space would make the object jump; acceleration stops at that speed.
-    step_speed = np.minimum(speed + gain * steps, np.maximum(extent, speed))
-    factor = step_speed / np.maximum(speed, 1e-9)  # [T-1, N, 1]
-    travelled = np.concatenate([np.zeros((1, *speed.shape)), np.cumsum(factor, axis=0)])  # [T, N, 1]
-    unfolded = position[None] + velocity[None] * travelled  # [T, N, 2]
+    unfolded = position[None] + velocity[None] * _travelled(velocity, extent, num_frames, acceleration)  # [T, N, 2]
     phase = np.mod(unfolded, 2 * extent)
     positions = extent - np.abs(phase - extent)
     signs = (np.sign(velocity)[None] * np.where(phase < extent, 1, -1)).astype(np.int64)
@@ -91,10 +84,27 @@ def bounce(
     return Trajectory(positions, signs, crossings.sum(axis=1).astype(np.int64))
 
 
-def clear_start(unit: np.ndarray, lead: np.ndarray, extent: np.ndarray) -> np.ndarray:
-    """Start positions `[N, 2]` in [0, extent[n]] from uniform draws `unit` `[N, 2]` in [0, 1), placed so that
-    moving `lead` `[N, 2]` pixels (the first CLEAR_STEPS steps) meets no wall, wherever the box leaves room."""
+def _travelled(
+    velocity: np.ndarray, extent: np.ndarray, num_frames: int, acceleration: np.ndarray | None
+) -> np.ndarray:
+    """How far each of N objects has moved by each frame, in multiples of its initial velocity: `[T, N, 1]`."""
+    speed = np.linalg.norm(velocity, axis=1)[:, None]  # [N, 1]
+    steps = np.arange(num_frames - 1)[:, None, None]  # [T-1, 1, 1]
+    gain = 0.0 if acceleration is None else np.asarray(acceleration, np.float64)[:, None]
+    # Faster than the free space would make the object jump; acceleration stops at that speed.
+    step_speed = np.minimum(speed + gain * steps, np.maximum(extent, speed))
+    factor = step_speed / np.maximum(speed, 1e-9)  # [T-1, N, 1]
+    return np.concatenate([np.zeros((1, *speed.shape)), np.cumsum(factor, axis=0)])
+
+
+def clear_start(
+    unit: np.ndarray, velocity: np.ndarray, extent: np.ndarray, acceleration: np.ndarray | None = None
+) -> np.ndarray:
+    """Start positions `[N, 2]` in [0, extent[n]] from uniform draws `unit` `[N, 2]` in [0, 1) for objects that
+    `bounce` will move with `velocity` `[N, 2]` and `acceleration` `[N]`, placed so that their first CLEAR_STEPS
+    steps meet no wall, wherever the box leaves room."""
     extent = np.asarray(extent, np.float64).reshape(-1, 1)
+    lead = velocity * _travelled(velocity, extent, CLEAR_STEPS + 1, acceleration)[CLEAR_STEPS]  # [N, 2] pixels
     low = np.minimum(np.maximum(-lead, 0.0), extent)
     high = np.maximum(extent - np.maximum(lead, 0.0), low)
     return low + unit * (high - low)

@@ -61,16 +61,16 @@ def test_clear_start_keeps_the_first_steps_off_the_walls_where_there_is_room() -
     rng = np.random.default_rng(0)
     unit = rng.uniform(0, 1, size=(1000, 2))
     lead = rng.uniform(-4, 4, size=(1000, 2))
-    start = clear_start(unit, lead, np.full(1000, 18.0))
+    start = clear_start(unit, lead / CLEAR_STEPS, np.full(1000, 18.0))  # moves `lead` in CLEAR_STEPS
     assert (start + lead >= 0).all() and (start + lead <= 18).all() and (start >= 0).all() and (start <= 18).all()
     # Uniform over the allowed interval [max(-lead, 0), 18 - max(lead, 0)], in the order of the draws.
     low, high = np.maximum(-lead, 0), 18 - np.maximum(lead, 0)
     np.testing.assert_allclose(start, low + unit * (high - low))
     np.testing.assert_allclose(
-        clear_start(np.array([[0.0, 1.0]]), np.array([[2.0, -3.0]]), np.array([10.0])), [[0, 10]]
+        clear_start(np.array([[0.0, 1.0]]), np.array([[2.0, -3.0]]) / CLEAR_STEPS, np.array([10.0])), [[0, 10]]
     )
     # A box too small for the lead still gives a start inside it.
-    cramped = clear_start(np.array([[0.5, 0.5]]), np.array([[12.0, -12.0]]), np.array([10.0]))
+    cramped = clear_start(np.array([[0.5, 0.5]]), np.array([[12.0, -12.0]]) / CLEAR_STEPS, np.array([10.0]))
     assert ((cramped >= 0) & (cramped <= 10)).all()
 
 
