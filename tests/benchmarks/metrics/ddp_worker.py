@@ -17,6 +17,9 @@ def main(rank: int, world_size: int, rendezvous: str, output: str) -> None:
         results = sharded_metric_results(rank, world_size)
         if rank == 0:
             torch.save(results, output)
+        # Tear down together: one CI run saw a rank abort ("terminate called without an active exception") when
+        # rank 1 destroyed the group while rank 0 was still saving.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
