@@ -109,11 +109,13 @@ class ExtractorCache:
         return extractor, sha256
 
 
-def statistics_path(spec: MetricSpec, reference: ReferenceSet, window: str, extractor_sha256: str | None) -> Path:
+def statistics_path(spec: MetricSpec, reference: ReferenceSet, window: str, extractor_sha256: str | None,
+                    state_names: list[str]) -> Path:
     """Where the real-set statistics of one metric variant live: keyed by the metric, its extractor and kwargs (not
-    the rollouts it is used at), the extractor's weights, the real clips' sha256 and the window of them it sees."""
+    the rollouts it is used at), the extractor's weights, the real clips' sha256, the window of them it sees and
+    the metric's state names (a cache written in another state layout is rebuilt, not misread)."""
     pinned = {k: v for k, v in asdict(spec).items() if k not in ("rollouts", "clip", "higher_is_better")}
-    key = json.dumps([pinned, extractor_sha256, reference.sha256, window], sort_keys=True)
+    key = json.dumps([pinned, extractor_sha256, reference.sha256, window, sorted(state_names)], sort_keys=True)
     return reference.cache_dir / f"real-{spec.id}-{window}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -139,7 +141,7 @@ def _load_real_state(metric: Metric, spec: MetricSpec, protocol: Protocol, refer
                      rollout: int, extractor_sha256: str | None) -> tuple[Path, str]:
     """Feed the real set once per cache key; later runs restore the cached statistics. Returns (path, status)."""
     window = "1x" if spec.clip == "first" else f"{spec.clip}-{rollout}x"
-    path = statistics_path(spec, reference, window, extractor_sha256)
+    path = statistics_path(spec, reference, window, extractor_sha256, list(metric._defaults))
     state, status = _REAL_STATES.get(path), "cached"
     if state is None and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -35,15 +35,18 @@ Labels, `update(videos, labels={"digit": LongTensor[B], ...})`:
 
 By name: `create_metric("fvd")` (default extractor I3D TorchScript), `create_metric("fid", extractor=my_module)`,
 `create_metric("fvd", extractor="domain_moving_digits")`; `list_metrics()` lists the names. The math lives in
-plain functions: `frechet_distance`, `mean_and_covariance`, `kernel_distance`.
+plain functions: `frechet_distance`, `row_moments` / `merge_moments` / `covariance_from_moments` (the
+robust states of every Fréchet metric), `kernel_distance`.
 """
 
 from benchmarks.metrics.frechet import (
     FrechetInceptionDistance,
     FrechetMetric,
     FrechetVideoDistance,
+    covariance_from_moments,
     frechet_distance,
-    mean_and_covariance,
+    merge_moments,
+    row_moments,
 )
 from benchmarks.metrics.kernel import KernelInceptionDistance, KernelMetric, KernelVideoDistance, kernel_distance
 from benchmarks.metrics.over_time import FIDOverTime, SlidingWindowFVD
@@ -69,8 +72,10 @@ __all__ = [
     "UnknownMetricError",
     "WarpingError",
     "create_metric",
+    "covariance_from_moments",
     "frechet_distance",
     "kernel_distance",
     "list_metrics",
-    "mean_and_covariance",
+    "merge_moments",
+    "row_moments",
 ]

@@ -205,8 +205,12 @@ def test_reference_statistics_are_cached_reused_and_invalidated_by_the_protocol(
     assert not set(p.statistics_path for p in changed.statistics.values()) & set(files.values())
     # Other extractor weights, another key.
     spec = protocol.metrics[0]
-    assert statistics_path(spec, first.reference, "last-1x", "a" * 64) != statistics_path(
-        spec, first.reference, "last-1x", "b" * 64)
+    states = ["real_moments", "fake_moments"]
+    assert statistics_path(spec, first.reference, "last-1x", "a" * 64, states) != statistics_path(
+        spec, first.reference, "last-1x", "b" * 64, states)
+    # Another state layout of the metric (running sums before moments), another key.
+    assert statistics_path(spec, first.reference, "last-1x", "a" * 64, states) != statistics_path(
+        spec, first.reference, "last-1x", "a" * 64, ["real_sum", "real_outer_sum", "real_count"])
 
 
 def test_zoo_reference_build_prints_what_it_did_and_lists_the_prompts(toy_env, tmp_path, capsys):

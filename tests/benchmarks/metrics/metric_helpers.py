@@ -106,6 +106,24 @@ class TinyInceptionBackbone(nn.Module):
         return torch.tanh((pooled - 0.5) @ self.projection * 2)
 
 
+DDP_VIDEOS = 8
+
+
+def fed_metric(name: str, mine: Tensor, duplicate: Tensor | None = None):
+    """Metric `name` fed the fixed real/generated/reference videos at indices `mine`, in batches of two (as a
+    DistributedSampler shard is fed); `duplicate` indices are fed a second time (a test of what double counting
+    does). Returns the metric, not yet computed."""
+    real, fake = random_videos(DDP_VIDEOS, seed=1), random_videos(DDP_VIDEOS, seed=2, shift=0.2)
+    reference = random_videos(DDP_VIDEOS, seed=3)
+    metric, feed = build_metric(name)
+    batches = list(mine.split(2)) if len(mine) else []  # an empty tensor splits into one empty batch
+    batches += list(duplicate.split(2)) if duplicate is not None else []
+    for batch in batches:
+        feed(real[batch], role="real", other=reference[batch])
+        feed(fake[batch], role="fake", other=reference[batch])
+    return metric
+
+
 def sharded_metric_results(rank: int, world_size: int) -> dict[str, dict[str, Tensor]]:
     """Every registered metric on fixed data, this rank feeding videos rank, rank + world_size, ... (as
     DistributedSampler shards), in batches of two; `compute()` syncs across ranks when a process group exists.
@@ -114,15 +132,11 @@ def sharded_metric_results(rank: int, world_size: int) -> dict[str, dict[str, Te
     """
     from benchmarks.metrics import list_metrics
 
-    real, fake = random_videos(8, seed=1), random_videos(8, seed=2, shift=0.2)
-    reference = random_videos(8, seed=3)
-    shares = {"": torch.arange(rank, 8, world_size), "|rank0_only": torch.arange(8 if rank == 0 else 0)}
+    shares = {"": torch.arange(rank, DDP_VIDEOS, world_size),
+              "|rank0_only": torch.arange(DDP_VIDEOS if rank == 0 else 0)}
     results = {}
     for suffix, mine in shares.items():
         for name in list_metrics():
-            metric, feed = build_metric(name)
-            for batch in mine.split(2) if len(mine) else ():  # an empty tensor splits into one empty batch
-                feed(real[batch], role="real", other=reference[batch])
-                feed(fake[batch], role="fake", other=reference[batch])
+            metric = fed_metric(name, mine)
             results[name + suffix] = {key: value.detach().clone() for key, value in metric.compute().items()}
     return results

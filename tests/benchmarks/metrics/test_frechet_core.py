@@ -7,7 +7,14 @@ import pytest
 import scipy.linalg
 import torch
 
-from benchmarks.metrics import FrechetInceptionDistance, FrechetVideoDistance, frechet_distance, mean_and_covariance
+from benchmarks.metrics import (
+    FrechetInceptionDistance,
+    FrechetVideoDistance,
+    covariance_from_moments,
+    frechet_distance,
+    merge_moments,
+    row_moments,
+)
 
 
 def scipy_frechet_distance(mu1, sigma1, mu2, sigma2):
@@ -70,14 +77,41 @@ def test_singular_covariances_fall_back_to_a_finite_distance():
     assert value == pytest.approx(scipy_frechet_distance(*(s.numpy() for s in stats)), rel=1e-4)
 
 
-def test_running_sums_give_np_cov_and_the_n_convention():
+def test_merged_moments_give_np_cov_and_the_n_convention():
     features = np.random.default_rng(1).normal(size=(50, 6))
-    sums = torch.from_numpy(features.sum(axis=0)), torch.from_numpy(features.T @ features)
-    mean, unbiased = mean_and_covariance(*sums, num_samples=50, covariance_ddof=1)
-    _, biased = mean_and_covariance(*sums, num_samples=50, covariance_ddof=0)
+    parts = [torch.from_numpy(part) for part in (features[:7], features[7:7], features[7:31], features[31:])]
+    moments = merge_moments(torch.stack([row_moments(part) for part in parts]))
+    mean, unbiased = covariance_from_moments(moments, covariance_ddof=1)
+    _, biased = covariance_from_moments(moments, covariance_ddof=0)
     np.testing.assert_allclose(mean.numpy(), features.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(unbiased.numpy(), np.cov(features, rowvar=False), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(biased.numpy(), np.cov(features, rowvar=False, bias=True), rtol=1e-10, atol=1e-12)
+
+
+def test_moments_keep_their_digits_where_running_sums_lose_them():
+    # A large mean next to a small spread: Σxxᵀ - nμμᵀ cancels ~16 digits of 1e8² away; centred moments do not.
+    features = 1e8 + np.random.default_rng(2).normal(size=(400, 3))
+    chunks = [torch.from_numpy(chunk) for chunk in np.array_split(features, 9)]
+    _, covariance = covariance_from_moments(merge_moments(torch.stack([row_moments(c) for c in chunks])))
+    np.testing.assert_allclose(covariance.numpy(), np.cov(features, rowvar=False), rtol=1e-6, atol=1e-7)
+    sums = features.sum(axis=0), features.T @ features
+    naive = (sums[1] - np.outer(sums[0], sums[0]) / 400) / 399
+    assert np.abs(naive - np.cov(features, rowvar=False)).max() > 1e-2  # what the old running sums gave
+
+
+def test_rank_deficient_distance_does_not_move_with_summation_order():
+    # 8 rows in 8 dimensions (a sliding FVD window): one eigenvalue of S1 S2 is zero up to rounding.
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(8, 8)), rng.normal(loc=0.3, size=(8, 8))
+    values = []
+    for order in range(20):
+        permutation = np.random.default_rng(order).permutation(8)
+        stats = []
+        for rows in (real[permutation], fake[permutation]):
+            parts = [torch.from_numpy(part) for part in np.array_split(rows, 1 + order % 4)]
+            stats += covariance_from_moments(merge_moments(torch.stack([row_moments(p) for p in parts])))
+        values.append(frechet_distance(*stats).item())
+    assert max(values) - min(values) < 1e-12 * abs(values[0])
 
 
 def test_dimension_mismatch_is_refused():
