@@ -71,7 +71,7 @@ class TinyDenoiser(VideoGenerator):
 def run_zoo(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run `python -m zoo.cli --plugin <this file> *args` in a fresh process, as a user would."""
-    command = [sys.executable, "-m", "zoo.cli", "--plugin", str(Path(__file__).resolve()), *args]
+    """Run `python -m zoo_cli --plugin <this file> *args` in a fresh process, as a user would."""
+    command = [sys.executable, "-m", "zoo_cli", "--plugin", str(Path(__file__).resolve()), *args]
     merged = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     return subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True, timeout=timeout)

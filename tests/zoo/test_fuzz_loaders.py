@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoo.cli import import_plugins, train_request
+from zoo.plugins import import_plugins
+from zoo_cli import train_request
 from zoo.config import ConfigError
 from zoo.data import UnknownDatasetError, VideoReadError, create_dataset, read_video, write_video
 from zoo.data.video_io import VIDEO_SUFFIXES, count_frames

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 
-from zoo.cli import import_plugins
+from zoo.plugins import import_plugins
 from zoo.config import ConfigError
 from zoo.data.resumable import ResumableDataLoader, ShardedShuffleSampler
 from zoo.registry import create_model

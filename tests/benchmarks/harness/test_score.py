@@ -31,7 +31,7 @@ from benchmarks.harness.provenance import sha256_file
 from benchmarks.harness.reference import ReferenceSet
 from benchmarks.harness.scoring import statistics_path
 from benchmarks.leaderboard import load_result
-from zoo.cli import main
+from zoo_cli import main
 from zoo.data import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

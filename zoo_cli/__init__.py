@@ -1,4 +1,5 @@
-"""The `zoo` command: the composition root. It parses, loads configs and calls; the work lives elsewhere.
+"""The `zoo` command: the composition root above `zoo` and `benchmarks`. It parses, loads configs and calls; the
+work lives in the two packages, neither of which imports this one (nor `zoo` `benchmarks`: tests/test_import_boundaries.py).
 
 User errors print one line and exit 2; set ZOO_DEBUG=1 for the traceback.
 Overrides are omegaconf dotlists: `model.<key>=...`, `data.<key>=...`, `trainer.<key>=...`, anywhere after the command.
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.config import ConfigError, did_you_mean, parse_overrides
+from zoo.plugins import PLUGINS_ENV, import_plugins
 
 if TYPE_CHECKING:
     from zoo.training import TrainerConfig
@@ -30,44 +30,8 @@ if TYPE_CHECKING:
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, KeyError, ValueError, FileNotFoundError, FloatingPointError
 )
-PLUGINS_ENV = "ZOO_PLUGINS"
 # Subcommands whose trailing key=value arguments are config overrides.
 TAKES_OVERRIDES = ("train", "bench", "score", "reference")
-
-
-def import_plugins(plugins: Sequence[str]) -> list[str]:
-    """Import modules (dotted names, or paths to .py files) so their `@register_model` / `@register_dataset` run.
-
-    Returns the module names imported; a plugin that cannot be imported is a one-line `ConfigError`.
-    """
-    names = []
-    for plugin in (p.strip() for p in plugins):
-        if not plugin:
-            continue
-        try:
-            if plugin.endswith(".py"):
-                path = Path(plugin).expanduser().resolve()
-                name = f"zoo_plugin_{path.stem}"
-                if name not in sys.modules:
-                    spec = importlib.util.spec_from_file_location(name, path)
-                    if spec is None or spec.loader is None or not path.is_file():
-                        raise FileNotFoundError(f"no such file: {path}")
-                    module = importlib.util.module_from_spec(spec)
-                    sys.modules[name] = module
-                    try:
-                        spec.loader.exec_module(module)
-                    except BaseException:
-                        del sys.modules[name]
-                        raise
-            else:
-                name = importlib.import_module(plugin).__name__
-        except Exception as exc:
-            raise ConfigError(
-                f"cannot import plugin '{plugin}' ({type(exc).__name__}: {exc}); pass an importable module name "
-                f"or a .py path in --plugin / {PLUGINS_ENV}"
-            ) from exc
-        names.append(name)
-    return names
 
 
 class _ConsoleHandler(logging.Handler):
@@ -407,6 +371,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.cli import import_plugins, main, parse_args
+from zoo.plugins import import_plugins
+from zoo_cli import main, parse_args
 from zoo.data import read_video
 
-PLUGIN = str(Path(__file__).with_name("plugin_models.py"))
+PLUGIN = str(Path(__file__).parents[1] / "zoo" / "plugin_models.py")
 plugin = sys.modules[import_plugins([PLUGIN])[0]]
 
 TINY_TRAIN = ["trainer.batch_size=2", "trainer.enable_progress_bar=false", "data.train_size=8"]
@@ -33,7 +34,7 @@ def assert_one_line_error(code: int, err: list[str], pattern: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-step tiny_denoiser run folder, trained through `zoo.cli.main`."""
+    """A 2-step tiny_denoiser run folder, trained through `zoo_cli.main`."""
     out = tmp_path_factory.mktemp("cli") / "run"
     code = main(["--plugin", PLUGIN, "train", "tiny_denoiser", "--data", "moving_digits", "--out", str(out),
                  "trainer.max_steps=2", *TINY_TRAIN])
