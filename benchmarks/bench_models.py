@@ -15,12 +15,10 @@ import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.config import config_dir
 from zoo.interface import Conditioning, VideoGenerator
 from zoo.registry import create_model, list_models, model_config
 
@@ -59,13 +57,6 @@ def diffusion_step_keys(config: Any, prefix: str = "") -> dict[str, int]:
         elif dataclasses.is_dataclass(value):
             keys.update(diffusion_step_keys(value, f"{prefix}{field.name}."))
     return keys
-
-
-def _config_path(config: str | None) -> Path | None:
-    if config is None:
-        return None
-    path = Path(config)
-    return path if path.suffix in (".yaml", ".yml") else config_dir() / "model" / "presets" / f"{config}.yaml"
 
 
 def _conditioning(model: VideoGenerator, batch: int) -> Conditioning:
@@ -112,15 +103,14 @@ def measure_model(
     config: str | None = None,
 ) -> Iterator[Measurement]:
     """Measurements of model `name`: training, generation per length (cache on/off), and per sampler step count."""
-    path = _config_path(config)
-    defaults = model_config(name, config_path=path)
+    defaults = model_config(name, config_path=config)  # a preset name or a YAML path
     step_keys = diffusion_step_keys(defaults)
     has_cache = hasattr(defaults, "use_kv_cache")
     default_steps = "/".join(str(value) for value in step_keys.values()) or None
 
     def build(overrides: Sequence[str] = ()) -> VideoGenerator:
         torch.manual_seed(0)
-        return create_model(name, config_path=path, overrides=list(overrides) or None)
+        return create_model(name, config_path=config, overrides=list(overrides) or None)
 
     model = build()
     yield Measurement(name, "train", batch, model.clip_length, None, None, time_training(model, batch, train_steps))
@@ -148,7 +138,8 @@ def _cell(value: bool | str | None) -> str:
 def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(list_models()), help="comma-separated registered model names")
-    parser.add_argument("--config", default=None, help="a preset name (configs/model/presets/) or YAML path, one model")
+    parser.add_argument("--config", default=None,
+                        help="a preset name (zoo/configs/model/presets/) or YAML path, one model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", default="16,64", help="comma-separated generated video lengths")
     parser.add_argument("--steps", default="10,25,50", help="comma-separated sampler step counts (diffusion parts)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +17,11 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 T = TypeVar("T")
 
+# The folder above the package: the checkout in an editable install, site-packages in a wheel. Only for recording
+# the git commit the code runs from; configs are package data (`config_dir()`), never looked up here.
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Package data beside this file, so an editable install and a wheel find the same defaults.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(ValueError):
@@ -26,8 +29,8 @@ class ConfigError(ValueError):
 
 
 def config_dir() -> Path:
-    """Where `configs/` lives: `$ZOO_CONFIG_DIR`, else the repository's own folder."""
-    return Path(os.environ.get("ZOO_CONFIG_DIR", REPO_ROOT / "configs"))
+    """The package's `zoo/configs/` folder: defaults of models, datasets, trainers and autoencoders, and presets."""
+    return CONFIG_DIR
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
@@ -164,9 +167,14 @@ class RegistryEntry:
     def default_yaml(self) -> Path:
         return config_dir() / self.yaml_folder / f"{self.name}.yaml"
 
+    @property
+    def builtin(self) -> bool:
+        """Defined inside this package, so its default YAML ships with it (a plugin's defaults are its dataclass)."""
+        return self.cls.__module__.partition(".")[0] == __name__.partition(".")[0]
+
 
 class ConfigRegistry:
-    """Names -> (class, config dataclass, `configs/<yaml_folder>/<name>.yaml`): the door to models and datasets.
+    """Names -> (class, config dataclass, `zoo/configs/<yaml_folder>/<name>.yaml`): the door to models and datasets.
 
     `kind` names the things in messages; `base_cls` / `base_config` are what registered classes must extend;
     `error` is the `UnknownNameError` subclass raised for an unknown name, `hint` the advice appended to it.
@@ -199,10 +207,36 @@ class ConfigRegistry:
             raise self.error(f"unknown {self.kind} '{name}'{did_you_mean(name, self.entries)}; {self.hint}")
         return self.entries[name]
 
+    def presets_dir(self) -> Path:
+        return config_dir() / self.yaml_folder / "presets"
+
+    def list_presets(self) -> list[str]:
+        """Names of the presets shipped in `zoo/configs/<yaml_folder>/presets/` (e.g. GPU-size models)."""
+        return sorted(path.stem for path in self.presets_dir().glob("*.yaml"))
+
+    def config_yaml(self, name: str, config_path: str | Path | None = None) -> Path | None:
+        """The YAML a config of `name` starts from: `config_path` (a .yaml path or a preset name), else the default.
+
+        None only for a plugin without a default YAML; a built-in's missing default is an error, never a silent
+        fallback to its dataclass defaults.
+        """
+        entry = self.entry(name)
+        if config_path is not None:
+            if Path(config_path).suffix in (".yaml", ".yml"):
+                return Path(config_path)  # load_yaml names a missing file
+            return named_yaml(config_path, self.presets_dir(), "preset", self.list_presets)
+        if entry.default_yaml.is_file():
+            return entry.default_yaml
+        if entry.builtin:
+            raise ConfigError(f"built-in {self.kind} '{name}' has no default config: {entry.default_yaml} is missing "
+                              "(add it, or reinstall the package if it was removed)")
+        return None
+
     def config(self, name: str, overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None,
                config_path: str | Path | None = None) -> Any:
-        """The validated config of `name`: dataclass defaults < YAML (its default or `config_path`) < overrides."""
+        """The validated config of `name`: dataclass defaults < YAML (its default, a preset or `config_path`) <
+        overrides."""
+        yaml_path = self.config_yaml(name, config_path)
+        yaml = load_yaml(yaml_path) if yaml_path is not None else None
         entry = self.entry(name)
-        yaml_path = Path(config_path) if config_path is not None else entry.default_yaml
-        yaml = load_yaml(yaml_path) if (config_path is not None or yaml_path.is_file()) else None
         return build_config(entry.config_cls, yaml, as_overrides(overrides), where=f"config of {self.kind} '{name}'")

@@ -1,6 +1,6 @@
 """The single door to the zoo: `register_model`, `create_model`, `list_models`, `load_model`.
 
-A model file registers itself with a decorator; its defaults live in `configs/model/<name>.yaml`
+A model file registers itself with a decorator; its defaults live in `zoo/configs/model/<name>.yaml`
 and are merged with overrides against the model's config dataclass.
 """
 
@@ -69,7 +69,8 @@ def model_config(
     overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None,
     config_path: str | Path | None = None,
 ) -> ModelConfig:
-    """The validated config of model `name`: dataclass defaults < YAML (default or given path) < overrides."""
+    """The validated config of model `name`: dataclass defaults < YAML < overrides. The YAML is `config_path` (a path,
+    or a preset name in `zoo/configs/model/presets/`), else the model's default `zoo/configs/model/<name>.yaml`."""
     _import_builtin_models()
     return MODELS.config(name, overrides, config_path)
 
@@ -80,7 +81,8 @@ def create_model(
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     **kwargs: Any,
 ) -> VideoGenerator:
-    """Build a registered model from its YAML defaults, `overrides` (dict or dotlist) and keyword overrides."""
+    """Build a registered model from its YAML defaults (or `config_path`: a YAML path or a preset name), `overrides`
+    (dict or dotlist) and keyword overrides."""
     merged: dict[str, Any] = dict(as_overrides(overrides) or {})
     merged.update(kwargs)
     config = model_config(name, merged or None, config_path)

@@ -61,7 +61,7 @@ class TrainResult:
 def trainer_config(
     preset: str = "default", overrides: Mapping[str, Any] | Sequence[str] | None = None
 ) -> TrainerConfig:
-    """`configs/trainer/<preset>.yaml` merged with overrides."""
+    """`zoo/configs/trainer/<preset>.yaml` merged with overrides."""
     path = config_dir() / "trainer" / f"{preset}.yaml"
     if not path.is_file():
         presets = sorted(p.stem for p in path.parent.glob("*.yaml"))

@@ -298,8 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", help="run folder (default runs/<model>-<data>); re-running resumes from its last checkpoint"
     )
-    p.add_argument("--config", help="model YAML to use instead of configs/model/<model>.yaml")
-    p.add_argument("--trainer", default="default", help="trainer preset in configs/trainer/ (default, gpu, ddp_cpu)")
+    p.add_argument("--config",
+                   help="model preset name (zoo/configs/model/presets/) or YAML path, instead of the model's defaults")
+    p.add_argument("--trainer", default="default",
+                   help="trainer preset in zoo/configs/trainer/ (default, gpu, ddp_cpu)")
     p.add_argument("overrides", nargs="*", help="model.<k>=v data.<k>=v trainer.<k>=v")
     p.set_defaults(func=cmd_train)
 
@@ -314,14 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("bench", help="run a benchmark recipe and print the leaderboard")
-    p.add_argument("recipe", help="recipe name in recipes/ (quick, micro, ...) or a path")
+    p.add_argument("recipe", help="recipe name in benchmarks/recipes/ (quick, micro, ...) or a path")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     p.add_argument("--force", action="store_true", help="redo finished entries")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("score", help="check a sample folder against a protocol and score it (any model's videos)")
     p.add_argument("samples_dir", help="folder with manifest.json (or rollout sub-folders that each have one)")
-    p.add_argument("--protocol", required=True, help="protocol name in configs/bench/ (moving_digits, ...) or a path")
+    p.add_argument("--protocol", required=True,
+                   help="protocol name in benchmarks/protocols/ (moving_digits, ...) or a path")
     p.add_argument("--out", default="leaderboard/results", help="results folder (default leaderboard/results)")
     p.add_argument("--tag", help="row tag of the result id <model>.<tag> (default: the manifest's, else <protocol>_external)")
     p.add_argument("--data-root", help="the real dataset's folder, for protocols on user data")
@@ -331,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reference", help="compute (or find cached) a protocol's real-set statistics")
     p.add_argument("action", choices=["build"])
-    p.add_argument("protocol", help="protocol name in configs/bench/ or a path")
+    p.add_argument("protocol", help="protocol name in benchmarks/protocols/ or a path")
     p.add_argument("--data-root", help="the real dataset's folder, for protocols on user data")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--prompts", metavar="JSON", help="also write the prompt / reference clip of every video to generate")

@@ -2,8 +2,8 @@
 
 No downloadable network knows these toy domains, so, as the field does with LeNet features for MNIST FID, we train
 our own small video classifier on each dataset's labels (`benchmarks/features/train_domain_net.py`, driven by
-`recipes/domain_net_<dataset>.yaml`) and commit its weights as safetensors beside a JSON record of its config,
-sha256 and held-out accuracy (`benchmarks/features/weights/domain_<dataset>.{safetensors,json}`).
+`benchmarks/recipes/domain_net_<dataset>.yaml`) and commit its weights as safetensors beside a JSON record of its
+config, sha256 and held-out accuracy (`benchmarks/features/weights/domain_<dataset>.{safetensors,json}`).
 
 One network gives three things:
 - frame features (`FID-domain`): each frame through a small 2D CNN; its 8x8-pooled map (where things are) and
@@ -206,7 +206,7 @@ def domain_weight_file(dataset: str, folder: Path = DOMAIN_WEIGHTS_DIR) -> Weigh
     if not record_path.is_file():
         raise FileNotFoundError(
             f"{record_path} is missing; train the network with "
-            f"`python -m benchmarks.features.train_domain_net recipes/domain_net_{dataset}.yaml`"
+            f"`python -m benchmarks.features.train_domain_net benchmarks/recipes/domain_net_{dataset}.yaml`"
         )
     record = json.loads(record_path.read_text())
     return register_weight_file(

@@ -1,6 +1,6 @@
 """Train a domain feature network on an embedded dataset and commit its weights with their held-out accuracy.
 
-    python -m benchmarks.features.train_domain_net recipes/domain_net_moving_digits.yaml [key=value ...]
+    python -m benchmarks.features.train_domain_net benchmarks/recipes/domain_net_moving_digits.yaml [key=value ...]
 
 Runs on CPU in 5-15 minutes (Lightning Trainer). Writes `benchmarks/features/weights/domain_<dataset>.safetensors`
 and `.json` (config, sha256, per-label accuracy on held-out clips of the test split, which shares no digit image
@@ -33,8 +33,8 @@ from benchmarks.weights import DOMAIN_WEIGHTS_DIR
 
 @dataclass
 class DomainNetRecipe:
-    """What `recipes/domain_net_*.yaml` may set. `data` overrides the dataset's config (it must match what the
-    benchmark scores, e.g. image_size and num_frames); `network` overrides `DomainNetConfig` fields (e.g. width)."""
+    """What `benchmarks/recipes/domain_net_*.yaml` may set. `data` overrides the dataset's config (it must match what
+    the benchmark scores, e.g. image_size and num_frames); `network` overrides `DomainNetConfig` fields (e.g. width)."""
 
     dataset: str = "moving_digits"
     data: dict[str, Any] = field(default_factory=dict)

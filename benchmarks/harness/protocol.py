@@ -1,4 +1,4 @@
-"""Benchmark protocols: versioned YAML under `configs/bench/` that pins everything that changes a number.
+"""Benchmark protocols: versioned YAML under `benchmarks/protocols/` that pins everything that changes a number.
 
 A protocol's hash is the sha256 of its canonical JSON (prose fields left out), so two results are comparable
 exactly when their protocol hashes (and reference-set hashes) agree.
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
-from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, named_yaml, parse_overrides
+from zoo.config import ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
 
 CONDITIONS = ("none", "text", "context")
 CLIP_WINDOWS = ("first", "last", "all")
@@ -134,17 +134,21 @@ def metric_key(metric_id: str, rollout: int) -> str:
     return f"{metric_id}@{rollout}x"
 
 
-def bench_dir() -> Path:
-    return config_dir() / "bench"
+# Package data beside the code, so an editable install and a wheel find the same protocols.
+PROTOCOLS_DIR = Path(__file__).resolve().parents[1] / "protocols"
+
+
+def protocols_dir() -> Path:
+    return PROTOCOLS_DIR
 
 
 def list_protocols() -> list[str]:
-    """Names of the protocols shipped under `configs/bench/`."""
-    return sorted(path.stem for path in bench_dir().glob("*.yaml"))
+    """Names of the protocols shipped under `benchmarks/protocols/`."""
+    return sorted(path.stem for path in protocols_dir().glob("*.yaml"))
 
 
 def _protocol_path(name_or_path: str | Path) -> Path:
-    return named_yaml(name_or_path, bench_dir(), "protocol", list_protocols)
+    return named_yaml(name_or_path, protocols_dir(), "protocol", list_protocols)
 
 
 def _validate(protocol: Protocol, where: str) -> None:
@@ -185,7 +189,7 @@ def _validate(protocol: Protocol, where: str) -> None:
 def load_protocol(
     name_or_path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None
 ) -> Protocol:
-    """A protocol by name (`configs/bench/<name>.yaml`) or path, with optional overrides; validated."""
+    """A protocol by name (`benchmarks/protocols/<name>.yaml`) or path, with optional overrides; validated."""
     path = _protocol_path(name_or_path)
     if overrides is not None and not isinstance(overrides, (Mapping, DictConfig)):
         overrides = parse_overrides(list(overrides))

@@ -1,4 +1,4 @@
-"""Recipes (`recipes/*.yaml`): a protocol + the models + their training budgets, runnable as `zoo bench <recipe>`.
+"""Recipes (`benchmarks/recipes/*.yaml`): a protocol + the models + their training budgets, run by `zoo bench <recipe>`.
 
 Any key can be overridden from the command line as `key=value` (omegaconf dotlist), e.g.
 `zoo bench quick models=[video_ar] trainer.max_steps=20 protocol_overrides.seeds=[0,1]`.
@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from zoo.config import REPO_ROOT, ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
+from zoo.config import ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
 
 
 @dataclass
@@ -45,8 +45,9 @@ class Recipe:
     """What `zoo bench` runs.
 
     models: row names: registered models, `variants`, or shell patterns over the zoo's own models and the variants.
-    model_configs / model_overrides / model_trainer / checkpoints: per-model (or per-variant) config YAML (e.g. a
-        `presets/` file), config overrides, trainer overrides, and checkpoints to load instead of training.
+    model_configs / model_overrides / model_trainer / checkpoints: per-model (or per-variant) config YAML (a preset
+        name in `zoo/configs/model/presets/`, or a path), config overrides, trainer overrides, and checkpoints to load
+        instead of training.
     variants: named rows running a registered model with extra overrides (see `Variant`).
     imports: modules to import first, so models defined outside the zoo register.
     tag: the row-id tag (`<model>.<tag>`), default `<protocol>_<recipe>`. data_root: the folder of a real dataset.
@@ -96,12 +97,17 @@ class Recipe:
         )
 
 
+# Package data beside the code, so an editable install and a wheel find the same recipes.
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
 def recipes_dir() -> Path:
-    return REPO_ROOT / "recipes"
+    return RECIPES_DIR
 
 
 def list_recipes() -> list[str]:
-    """Names of the benchmark recipes in `recipes/` (those that name a protocol; others train e.g. feature nets)."""
+    """Names of the benchmark recipes in `benchmarks/recipes/` (those that name a protocol; others train e.g. feature
+    nets)."""
     return sorted(path.stem for path in recipes_dir().glob("*.yaml") if "protocol" in load_yaml(path))
 
 

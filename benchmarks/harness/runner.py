@@ -50,7 +50,7 @@ from benchmarks.leaderboard import (
     validate_result,
 )
 from benchmarks.leaderboard.render import wide_console
-from zoo.config import REPO_ROOT, ConfigError
+from zoo.config import ConfigError
 from zoo.interface import VideoGenerator
 
 
@@ -88,12 +88,6 @@ def _check_frames(model: VideoGenerator, protocol: Protocol, source: str) -> Non
         )
 
 
-def _repo_path(path: str) -> Path:
-    """A path as given, or relative to the repository root when it does not exist relative to the cwd."""
-    given = Path(path)
-    return given if given.is_absolute() or given.exists() else REPO_ROOT / given
-
-
 def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, device: torch.device) -> Trained:
     """Load the recipe's checkpoint for row `name`, or train it (resuming, or reusing a finished run in `run_dir`)."""
     from zoo.registry import create_model, load_model
@@ -115,11 +109,10 @@ def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, 
             _check_frames(model, protocol, f"checkpoint {checkpoint}")
             return Trained(model.to(device).eval(), summary["sha256"], summary["steps"], summary["seconds"],
                            trainer_cfg.seed)
-    config_path = settings.config_path
     # The initial weights depend on the training seed only (as under `zoo train`), not on what this process ran
     # before: without this a row's init depended on which rows trained earlier in the same `zoo bench` run.
     L.seed_everything(trainer_cfg.seed, verbose=False)
-    model = create_model(settings.model, config_path=_repo_path(config_path) if config_path else None,
+    model = create_model(settings.model, config_path=settings.config_path,  # a preset name or a YAML path
                          overrides=_model_overrides(recipe, protocol, name))
     _check_frames(model, protocol, f"model '{name}'")
     data_overrides = {k: v for k, v in dataset_overrides(protocol, recipe.data_root).items() if k != "num_frames"}
@@ -302,7 +295,8 @@ def run_recipe(
     recipe: str | Path, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
     console: Console | None = None,
 ) -> list[Path]:
-    """Run a recipe (a name in `recipes/` or a path) end to end; returns the result files (skipped ones too).
+    """Run a recipe (a name in `benchmarks/recipes/` or a path) end to end; returns the result files (skipped ones
+    too).
 
     Prints progress, then the leaderboard table and the wall time; renders the leaderboard when the recipe says so.
     """

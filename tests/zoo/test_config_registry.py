@@ -8,7 +8,7 @@ import torch
 import zoo
 from zoo.config import ConfigError, build_config
 from zoo.interface import Conditioning, ModelConfig, VideoGenerator
-from zoo.registry import UnknownModelError, create_model, list_models, load_model, register_model
+from zoo.registry import MODELS, UnknownModelError, create_model, list_models, load_model, register_model
 
 
 @dataclass
@@ -123,3 +123,51 @@ def test_safetensors_round_trip_and_truncated_checkpoint(tmp_path):
     truncated.write_bytes(b"PK\x03\x04broken")
     with pytest.raises(ConfigError, match="cannot read checkpoint"):
         load_model(truncated)
+
+
+def test_defaults_come_from_the_packaged_yaml_not_the_dataclass():
+    import yaml
+
+    from zoo.config import config_dir
+    from zoo.models.diffusion_forcing import DiffusionForcingConfig
+
+    shipped = yaml.safe_load((config_dir() / "model" / "diffusion_forcing.yaml").read_text())
+    assert shipped["block_size"] != DiffusionForcingConfig().block_size  # else this test would not tell them apart
+    assert create_model("diffusion_forcing").config.block_size == shipped["block_size"]
+    assert "test_constant" not in {p.stem for p in (config_dir() / "model").glob("*.yaml")}  # a plugin: dataclass
+
+
+def test_a_builtin_without_its_default_yaml_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """A model of the package whose YAML is missing (a broken install, a new model file without its YAML) is refused,
+    never built from its dataclass defaults in silence."""
+    import shutil
+
+    import zoo.config
+    from zoo.cli import main
+
+    configs = shutil.copytree(zoo.config.config_dir(), tmp_path / "configs")
+    (configs / "model" / "diffusion_forcing.yaml").unlink()
+    monkeypatch.setattr(zoo.config, "CONFIG_DIR", configs)
+    with pytest.raises(ConfigError) as error:
+        create_model("diffusion_forcing")
+    expected = (f"built-in model 'diffusion_forcing' has no default config: {configs}/model/diffusion_forcing.yaml "
+                "is missing (add it, or reinstall the package if it was removed)")
+    assert str(error.value) == expected
+    assert create_model("video_ar").config.image_size == 32  # the others still load
+    assert main(["train", "diffusion_forcing", "--data", "moving_digits"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"zoo: error: {expected}"]
+
+    @dataclass
+    class UnconfiguredConfig(ModelConfig):
+        width: int = 4
+
+    # Registered from inside the package (as a new zoo/models/ file would be) but with no YAML written for it; in a
+    # copy of the registry, so no later test sees it among the zoo's models.
+    monkeypatch.setattr(MODELS, "entries", dict(MODELS.entries))
+    cls = type("Unconfigured", (ConstantVideo,), {"__module__": "zoo.models.unconfigured"})
+    register_model("test_unconfigured_builtin", config=UnconfiguredConfig)(cls)
+    with pytest.raises(ConfigError, match=r"built-in model 'test_unconfigured_builtin' has no default config: .*"
+                                          r"test_unconfigured_builtin\.yaml is missing"):
+        create_model("test_unconfigured_builtin")
+    with pytest.raises(ConfigError, match=r"unknown preset 'video_ar_larg' \(did you mean 'video_ar_large'\?\)"):
+        create_model("video_ar", config_path="video_ar_larg")

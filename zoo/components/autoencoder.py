@@ -91,7 +91,7 @@ class AutoencoderTrainingConfig:
 
 @dataclass
 class AutoencoderRecipe:
-    """One YAML in configs/autoencoder/: the architecture and how to train it."""
+    """One YAML in zoo/configs/autoencoder/: the architecture and how to train it."""
 
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     training: AutoencoderTrainingConfig = field(default_factory=AutoencoderTrainingConfig)
@@ -433,7 +433,7 @@ def measure_scaling_factor(ae: FrameAutoencoder, batches: Sequence[Tensor]) -> f
 def autoencoder_recipe(
     kind: str | None = None, overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None
 ) -> tuple[str, AutoencoderRecipe]:
-    """(kind, `configs/autoencoder/<kind>.yaml` merged with overrides).
+    """(kind, `zoo/configs/autoencoder/<kind>.yaml` merged with overrides).
 
     Overrides look like `model.latent_channels=8` or `training.batch_size=32`; a top-level `kind=vq` picks the YAML
     when `kind` is not given (default "kl").

@@ -1,6 +1,6 @@
 """The door to the datasets: `register_dataset`, `create_dataset`, `list_datasets`, `dataset_config`.
 
-A dataset file registers its class with a decorator; its defaults live in `configs/data/<name>.yaml`
+A dataset file registers its class with a decorator; its defaults live in `zoo/configs/data/<name>.yaml`
 and are merged with overrides against the dataset's config dataclass (an unknown key is an error).
 """
 
@@ -59,7 +59,7 @@ def list_datasets() -> list[str]:
 
 
 def dataset_config(name: str, overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None) -> DatasetConfig:
-    """The validated config of dataset `name`: dataclass defaults < `configs/data/<name>.yaml` < overrides."""
+    """The validated config of dataset `name`: dataclass defaults < `zoo/configs/data/<name>.yaml` < overrides."""
     return DATASETS.config(name, overrides)
 
 

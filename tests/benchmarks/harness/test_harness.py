@@ -34,7 +34,7 @@ from benchmarks.harness.runner import run_settings_sha256
 from benchmarks.harness.scoring import ExtractorCache, weights_sha256
 from benchmarks.leaderboard import load_boards, load_result
 from zoo.config import ConfigError
-from zoo.registry import list_models
+from zoo.registry import MODELS, list_models
 
 
 # ---- protocols and recipes ---------------------------------------------------------------------------------------
@@ -66,8 +66,8 @@ def test_shipped_recipes_validate(name):
     assert set(recipe.model_configs) <= set(list_models())
     if recipe.model_configs:  # a recipe that sizes models up sizes every model it runs (none falls back to tiny)
         assert set(resolve_models(recipe)) <= set(recipe.model_configs)
-    for path in recipe.model_configs.values():
-        assert runner_module._repo_path(path).is_file(), path
+    for model, path in recipe.model_configs.items():  # preset names, found in the package's presets folder
+        assert MODELS.config_yaml(model, path).is_file(), path
 
 
 def test_protocol_hash_pins_numbers_not_prose(toy_env):
@@ -358,7 +358,6 @@ def test_every_row_of_the_cpu_recipes_builds_for_its_protocol(name):
     protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
     for row in resolve_models(recipe):
         settings = recipe.row_settings(row)
-        config = settings.config_path and runner_module._repo_path(settings.config_path)
-        model = create_model(settings.model, config_path=config,
+        model = create_model(settings.model, config_path=settings.config_path,
                              overrides=runner_module._model_overrides(recipe, protocol, row))
         runner_module._check_frames(model, protocol, f"{name}: {row}")

@@ -22,7 +22,7 @@ def test_unknown_name_is_a_key_error_with_a_suggestion() -> None:
 
 
 def test_yaml_defaults_then_overrides_then_keywords() -> None:
-    assert dataset_config("moving_digits").val_size == 256  # from configs/data/moving_digits.yaml
+    assert dataset_config("moving_digits").val_size == 256  # from zoo/configs/data/moving_digits.yaml
     config = dataset_config("moving_digits", ["val_size=7", "num_digits=[1]"])
     assert (config.val_size, config.num_digits) == (7, [1])
     dataset = create_dataset("moving_digits", "val", {"val_size": 7}, val_size=5, num_frames=3)
