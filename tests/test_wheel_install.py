@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGING_INPUTS = ("pyproject.toml", "README.md", "zoo", "benchmarks")
+PACKAGING_INPUTS = ("pyproject.toml", "README.md", "zoo", "benchmarks", "zoo_cli")
 
 # Run inside the fresh venv (one process: each start imports torch): `zoo list`, then as JSON where the packages were
 # imported from and what the packaged defaults give.
@@ -30,7 +30,7 @@ CHECKS = textwrap.dedent("""
     import json, sys
     import benchmarks, zoo
     from benchmarks.harness import list_protocols, list_recipes, load_protocol, load_recipe
-    from zoo.cli import main
+    from zoo_cli import main
     assert main(["list"]) == 0
     print(json.dumps({
         "files": [zoo.__file__, benchmarks.__file__],

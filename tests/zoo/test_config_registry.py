@@ -143,7 +143,7 @@ def test_a_builtin_without_its_default_yaml_is_a_one_line_error(tmp_path, monkey
     import shutil
 
     import zoo.config
-    from zoo.cli import main
+    from zoo_cli import main
 
     configs = shutil.copytree(zoo.config.config_dir(), tmp_path / "configs")
     (configs / "model" / "diffusion_forcing.yaml").unlink()
