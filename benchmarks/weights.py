@@ -161,6 +161,30 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+_ACTUAL_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def recorded_sha256(name: str) -> str | None:
+    """The sha256 of weight file `name` that result keys pin, without reading the file where it has a recorded one.
+
+    A recorded checksum is what `fetch` verifies every load against, so it is the sha256 of the file a load uses.
+    A file without one is hashed (once per process and file version) if it is here; None if it is not (the metrics
+    that need it are missing then, and the key changes once it arrives).
+    """
+    weight_file = get_weight_file(name)
+    if weight_file.sha256 is not None:
+        return weight_file.sha256
+    path = local_path(name)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    version = (str(path), stat.st_size, stat.st_mtime_ns)
+    if version not in _ACTUAL_SHA256:
+        _ACTUAL_SHA256[version] = sha256_of(path)
+    return _ACTUAL_SHA256[version]
+
+
 def local_path(name: str) -> Path:
     """Where the file `name` is (bundled) or belongs (cache), whether or not it exists yet."""
     weight_file = get_weight_file(name)

@@ -252,7 +252,8 @@ def cmd_reference(args: argparse.Namespace) -> None:
     protocol, device = _protocol_and_device(args)
     report = build_reference_statistics(protocol, args.data_root, device)
     reference = report.reference
-    print(f"protocol {protocol.name} v{protocol.version}, hash {protocol.hash}")
+    print(f"protocol {protocol.name} v{protocol.version}, hash {protocol.hash} (sample manifests carry it), "
+          f"result hash {protocol.result_hash}")
     print(f"real set: {len(reference)} clips, sha256 {reference.sha256} "
           f"({'built' if report.reference_built else 'cached'}) in {reference.cache_dir}")
     for key, prepared in report.statistics.items():

@@ -14,6 +14,9 @@ random weights. Video extractors map `[B, T, C, H, W]` in [0, 1] to `[B, d]`; fr
     domain_moving_digits             our network for moving_digits (see domain.py), 384-d video features
     domain_moving_digits.frames      its 128-d frame features (FID-domain)
     domain_moving_digits.classifier  its label heads (prompt adherence); same three for domain_bouncing_shapes
+
+Each extractor also declares the weight files it loads: `extractor_weights(name)` gives their sha256 as recorded
+(the checksum loading verifies) without building anything, so protocols can key results by them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from benchmarks.features.domain import (
     DomainFrameFeatures,
     DomainVideoFeatures,
     DomainVideoNet,
+    domain_weights_sha256,
     load_domain_net,
 )
 from benchmarks.features.i3d import I3DFeatures, InceptionI3d, StateDictI3D, TorchScriptI3D, load_i3d_state_dict
@@ -38,8 +42,11 @@ from benchmarks.features.inception import (
     TorchmetricsInceptionFeatures,
     load_clean_inception,
 )
-from benchmarks.features.perceptual import load_lpips_alex
-from benchmarks.weights import fetch
+from benchmarks.features.perceptual import LPIPS_HEADS, LPIPS_HEADS_SHA256, load_lpips_alex
+from benchmarks.weights import fetch, recorded_sha256
+
+# {weight file: sha256} of what an extractor loads, computed on demand (a retrained domain network is read anew).
+WeightsDeclaration = Callable[[], dict[str, str | None]]
 
 
 def _i3d_torchscript(**kwargs: Any) -> nn.Module:
@@ -53,6 +60,10 @@ def _i3d_state_dict(output: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _files(*names: str) -> WeightsDeclaration:
+    return lambda: {name: recorded_sha256(name) for name in names}
+
+
 _EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
     "i3d_torchscript": _i3d_torchscript,
     "i3d_inception_state_dict": _i3d_state_dict("logits"),
@@ -61,12 +72,23 @@ _EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
     "inception_torchmetrics": lambda: TorchmetricsInceptionFeatures(fetch("pt_inception-2015-12-05")),
     "lpips_alex": lambda: load_lpips_alex(fetch("alexnet-owt")),
 }
+_WEIGHTS: dict[str, WeightsDeclaration] = {
+    "i3d_torchscript": _files("i3d_torchscript"),
+    "i3d_inception_state_dict": _files("i3d_pretrained_400"),
+    "i3d_inception_state_dict.pool": _files("i3d_pretrained_400"),
+    "inception_clean": _files("inception-2015-12-05"),
+    "inception_torchmetrics": _files("pt_inception-2015-12-05"),
+    "lpips_alex": lambda: {**_files("alexnet-owt")(), LPIPS_HEADS: LPIPS_HEADS_SHA256},
+}
 
 
 for _dataset in DOMAIN_HEADS:
     _EXTRACTORS[f"domain_{_dataset}"] = lambda dataset=_dataset: DomainVideoFeatures(load_domain_net(dataset))
     _EXTRACTORS[f"domain_{_dataset}.frames"] = lambda dataset=_dataset: DomainFrameFeatures(load_domain_net(dataset))
     _EXTRACTORS[f"domain_{_dataset}.classifier"] = lambda dataset=_dataset: load_domain_net(dataset)
+    for _suffix in ("", ".frames", ".classifier"):
+        _WEIGHTS[f"domain_{_dataset}{_suffix}"] = lambda dataset=_dataset: {
+            f"domain_{dataset}": domain_weights_sha256(dataset)}
 
 
 class UnknownExtractorError(KeyError):
@@ -76,9 +98,21 @@ class UnknownExtractorError(KeyError):
         return str(self.args[0])
 
 
-def register_extractor(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Make `create_extractor(name)` call `factory(**kwargs)`."""
+def register_extractor(name: str, factory: Callable[..., nn.Module], weights: WeightsDeclaration | None = None) -> None:
+    """Make `create_extractor(name)` call `factory(**kwargs)`; `weights()` gives {weight file: sha256} of the files
+    it loads (leave it out for weights defined in code, which `MetricSpec.extractor_sha256` can pin)."""
     _EXTRACTORS[name] = factory
+    if weights is None:
+        _WEIGHTS.pop(name, None)
+    else:
+        _WEIGHTS[name] = weights
+
+
+def extractor_weights(name: str) -> dict[str, str | None]:
+    """{weight file: sha256} of the files extractor `name` loads, as recorded (what loading verifies), read without
+    building it or hashing big files; {} for an extractor that declares none or is unknown."""
+    declaration = _WEIGHTS.get(name)
+    return declaration() if declaration is not None else {}
 
 
 def list_extractors(pattern: str = "*") -> list[str]:
@@ -107,6 +141,7 @@ __all__ = [
     "TorchmetricsInceptionFeatures",
     "UnknownExtractorError",
     "create_extractor",
+    "extractor_weights",
     "list_extractors",
     "load_clean_inception",
     "load_domain_net",

@@ -181,26 +181,36 @@ def head_correct(config: DomainNetConfig, logits: dict[str, Tensor], targets: di
     }
 
 
-def weights_paths(dataset: str, folder: Path = DOMAIN_WEIGHTS_DIR) -> tuple[Path, Path]:
-    """The committed `(safetensors, json record)` of dataset's domain network."""
+def weights_paths(dataset: str, folder: Path | None = None) -> tuple[Path, Path]:
+    """The committed `(safetensors, json record)` of dataset's domain network (in `DOMAIN_WEIGHTS_DIR` by default)."""
+    folder = DOMAIN_WEIGHTS_DIR if folder is None else folder
     return folder / f"domain_{dataset}.safetensors", folder / f"domain_{dataset}.json"
 
 
-def save_domain_net(network: DomainVideoNet, dataset: str, record: dict, folder: Path = DOMAIN_WEIGHTS_DIR) -> dict:
+def domain_weights_sha256(dataset: str, folder: Path | None = None) -> str | None:
+    """The sha256 recorded beside dataset's domain network (the one its loading verifies), read without hashing the
+    weights; None when the network has not been trained."""
+    record_path = weights_paths(dataset, folder)[1]
+    if not record_path.is_file():
+        return None
+    return json.loads(record_path.read_text())["sha256"]
+
+
+def save_domain_net(network: DomainVideoNet, dataset: str, record: dict, folder: Path | None = None) -> dict:
     """Write the weights (safetensors) and a JSON record with config, sha256 and whatever `record` adds."""
     from safetensors.torch import save_file
 
     from benchmarks.weights import sha256_of
 
     weights, record_path = weights_paths(dataset, folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, str(weights))
     full_record = {"dataset": dataset, "config": asdict(network.config), "sha256": sha256_of(weights), **record}
     record_path.write_text(json.dumps(full_record, indent=2) + "\n")
     return full_record
 
 
-def domain_weight_file(dataset: str, folder: Path = DOMAIN_WEIGHTS_DIR) -> WeightFile:
+def domain_weight_file(dataset: str, folder: Path | None = None) -> WeightFile:
     """The committed weights of dataset's domain network as a checksummed, registered weight file."""
     weights, record_path = weights_paths(dataset, folder)
     if not record_path.is_file():
@@ -221,7 +231,7 @@ def domain_weight_file(dataset: str, folder: Path = DOMAIN_WEIGHTS_DIR) -> Weigh
     )
 
 
-def load_domain_net(dataset: str, folder: Path = DOMAIN_WEIGHTS_DIR) -> DomainVideoNet:
+def load_domain_net(dataset: str, folder: Path | None = None) -> DomainVideoNet:
     """The trained domain network of `dataset`, checksum-verified, in eval mode."""
     from safetensors.torch import load_file
 

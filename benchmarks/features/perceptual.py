@@ -18,6 +18,10 @@ from benchmarks.weights import WeightFile, fetch, register_weight_file
 # lpips.pretrained_networks.alexnet keeps torchvision's `features` indices inside five slices.
 _ALEXNET_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
 _PARAMETERS = ("weight", "bias")
+# The v0.1 AlexNet heads the `lpips` package ships; matches the digest prefix of the LPIPS_v0.1_alex-df73285e.pth name
+# other packages ship it under. A module constant so result keys can pin it without importing `lpips`.
+LPIPS_HEADS = "lpips_alex_v0.1"
+LPIPS_HEADS_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
 
 
 def alexnet_trunk_state(torchvision_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -38,11 +42,10 @@ def lpips_heads_file() -> WeightFile:
 
     return register_weight_file(
         WeightFile(
-            name="lpips_alex_v0.1",
+            name=LPIPS_HEADS,
             filename="alex.pth",
             urls=("https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",),
-            # Matches the digest prefix of the LPIPS_v0.1_alex-df73285e.pth name other packages ship it under.
-            sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+            sha256=LPIPS_HEADS_SHA256,
             bundled=Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth",
             description="LPIPS v0.1 linear heads for AlexNet (shipped in the lpips package)",
         )

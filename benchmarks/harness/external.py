@@ -190,6 +190,7 @@ def external_result(
     stage_seconds = {f"sampling_{m.rollout}x": round(m.sampling_seconds, 2) for m in manifests
                      if m.sampling_seconds is not None}
     metrics = {key: scores["metrics"][key] for key in protocol.metric_keys() if key in scores["metrics"]}
+    protocol_block = protocol.result_block(scores["reference_sha256"])
     for key in protocol.metric_keys():  # rollouts the folder does not hold: missing, never 0
         if key not in metrics:
             spec_id, rollout = key.rsplit("@", 1)
@@ -205,9 +206,7 @@ def external_result(
         "model": {"name": name, "tag": row_tag, "source": "external", "strategy": None, "config": None,
                   "supported_conditions": [] if first.conditioned_on == "none" else [first.conditioned_on],
                   "conditioned_on": first.conditioned_on, "clip_length": None, "can_extend": None},
-        "protocol": {"name": protocol.name, "version": protocol.version, "hash": protocol.hash,
-                     "primary_metric": protocol.primary_metric, "reference_sha256": scores["reference_sha256"],
-                     "spec": protocol.to_dict()},
+        "protocol": protocol_block,
         "metrics": metrics,
         "curves": scores["curves"],
         "cost": {
@@ -217,7 +216,7 @@ def external_result(
             "hardware": first.hardware or UNREPORTED_HARDWARE,
             "stage_seconds": {**stage_seconds, "scoring": round(scoring_seconds, 2)},
         },
-        "provenance": {**provenance(protocol.hash, checkpoint, first.seed, None), "source": "external",
+        "provenance": {**provenance(protocol_block["hash"], checkpoint, first.seed, None), "source": "external",
                        "manifest_sha256": scores["manifest_sha256"], "generator_version": version},
         "samples": {"strip": None, "num_videos": 0, "fps": first.fps},
     }

@@ -1,7 +1,8 @@
 """Benchmark protocols: versioned YAML under `benchmarks/protocols/` that pins everything that changes a number.
 
-A protocol's hash is the sha256 of its canonical JSON (prose fields left out), so two results are comparable
-exactly when their protocol hashes (and reference-set hashes) agree.
+A protocol's hash is the sha256 of its canonical JSON (prose fields left out); sample folders carry it. Results
+carry its result hash, which adds the sha256 of every extractor's weights and the scoring code's version, so two
+results are comparable exactly when their result hashes (and reference-set hashes) agree.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
+from benchmarks.features import extractor_weights
+from benchmarks.metrics import registry as metric_registry
 from zoo.config import ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
 
 CONDITIONS = ("none", "text", "context")
@@ -23,6 +26,12 @@ CLIP_WINDOWS = ("first", "last", "all")
 # Left out of the hash: prose, and the seed list (each result is one seed and records it, so a 3-seed run and a
 # 1-seed run of the same protocol share a table and aggregate to mean ± std).
 _UNHASHED_FIELDS = ("description", "published", "seeds")
+# The version of the scoring maths (benchmarks.harness.scoring and benchmarks.metrics): bump it in any change that
+# gives other numbers for the same videos, real set and weights. It enters every result hash, so results scored
+# before the change are neither finished nor shown beside newer ones.
+SCORING_VERSION = 1
+# The module arguments `create_metric` resolves from extractor names (as `benchmarks.metrics.registry` does).
+_MODULE_ARGUMENTS = ("extractor", "lpips_net", "classifier")
 
 
 @dataclass
@@ -101,10 +110,33 @@ class Protocol:
 
     @property
     def hash(self) -> str:
-        """sha256 of the canonical JSON of every field that changes a single run's numbers."""
+        """sha256 of the canonical JSON of every field that changes a single run's numbers: the spec's own hash,
+        which sample manifests and the real-set cache carry (results are keyed by `result_hash`)."""
         pinned = {k: v for k, v in self.to_dict().items() if k not in _UNHASHED_FIELDS}
         canonical = json.dumps(pinned, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def weights_sha256(self) -> dict[str, str | None]:
+        """{weight file: sha256} of every file the metrics' extractors load (defaults included), as recorded beside
+        the files (what loading verifies): no file is read or hashed here."""
+        weights: dict[str, str | None] = {}
+        for spec in self.metrics:
+            for name in _extractor_names(spec):
+                weights.update(extractor_weights(name))
+        return dict(sorted(weights.items()))
+
+    @property
+    def result_hash(self) -> str:
+        """What results are keyed by (finished or not, which table): the spec hash, `SCORING_VERSION` and the sha256
+        of every extractor's weights, so a retrained domain network needs no manual `version` bump."""
+        return result_hash(self.hash, SCORING_VERSION, self.weights_sha256())
+
+    def result_block(self, reference_sha256: str) -> dict[str, Any]:
+        """The `protocol` block of a result record: the result hash, what it is made of, and the spec."""
+        weights = self.weights_sha256()
+        return {"name": self.name, "version": self.version, "hash": result_hash(self.hash, SCORING_VERSION, weights),
+                "spec_hash": self.hash, "scoring_version": SCORING_VERSION, "weights_sha256": weights,
+                "primary_metric": self.primary_metric, "reference_sha256": reference_sha256, "spec": self.to_dict()}
 
     def metric_keys(self) -> list[str]:
         """Every result key this protocol produces, e.g. `fvd_domain@1x`, in protocol order."""
@@ -127,6 +159,21 @@ class Protocol:
     def reference_frames(self) -> int:
         """Length of the real clips: the longest rollout, so long-rollout metrics have real clips to match."""
         return self.frames * max(self.rollouts)
+
+
+def result_hash(spec_hash: str, scoring_version: int, weights_sha256: Mapping[str, str | None]) -> str:
+    """sha256 of a protocol's spec hash, the scoring version and its extractors' weights (a result's `hash`)."""
+    pinned = {"spec": spec_hash, "scoring_version": scoring_version, "weights": dict(sorted(weights_sha256.items()))}
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _extractor_names(spec: MetricSpec) -> set[str]:
+    """The extractors a metric variant loads: its own, and the defaults of the metric's other module arguments."""
+    entry = metric_registry._METRICS.get(spec.metric)  # the registry declares the defaults; it has no public reader
+    defaults = entry.default_modules if entry is not None else {}
+    given = {**spec.kwargs, **({spec.extractor_arg: spec.extractor} if spec.extractor is not None else {})}
+    names = {given.get(argument, defaults.get(argument)) for argument in _MODULE_ARGUMENTS}
+    return {name for name in names if isinstance(name, str)}
 
 
 def metric_key(metric_id: str, rollout: int) -> str:

@@ -1,8 +1,9 @@
 """`zoo bench <recipe>`: train (or load) each model, generate with fixed seeds, score, record cost, write results.
 
 One result file per (model, protocol, seed) under `<results_dir>/<protocol>/<model>.<tag>.seed<k>.json`, beside a
-GIF sample strip. Re-running skips entries whose result exists for the same protocol hash; `force` redoes them
-(training included). Training, checkpoints and sample folders live under `<runs_dir>/<protocol>/<row id>/`.
+GIF sample strip. Re-running skips entries whose result exists for the same result hash (protocol, extractor weights,
+scoring version) and run settings; `force` redoes them (training included). Training, checkpoints and sample
+folders live under `<runs_dir>/<protocol>/<row id>/`.
 
 Under torchrun (or in any process group) rank 0 trains each row while the others wait, then every rank loads the
 weights, generates its share of the batches and scores its share of the files; rank 0 writes results and the
@@ -36,7 +37,7 @@ from benchmarks.harness.distributed import (
 )
 from benchmarks.harness.generation import conditioned_on, generate_samples, unsupported_reason
 from benchmarks.harness.protocol import Protocol, load_protocol, metric_key
-from benchmarks.harness.provenance import hardware, peak_memory, provenance, reset_peak_memory, sha256_file
+from benchmarks.harness.provenance import GitState, PeakMemory, git_state, hardware, provenance, sha256_file
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
 from benchmarks.harness.reference import ReferenceSet, dataset_overrides, load_reference
 from benchmarks.harness.samples import SamplesError, read_manifest, write_strip
@@ -140,12 +141,13 @@ def run_settings_sha256(name: str, recipe: Recipe) -> str:
 
 
 def is_finished(path: Path, protocol: Protocol, settings_sha256: str) -> bool:
-    """A result file that validates and was produced under this exact protocol and these run settings."""
+    """A result file that validates and was produced under this exact protocol, extractor weights and scoring
+    version (its result hash) and these run settings."""
     try:
         result = load_result(path)
     except ResultError:
         return False
-    return (result["protocol"]["hash"] == protocol.hash
+    return (result["protocol"]["hash"] == protocol.result_hash
             and result["provenance"].get("run_settings_sha256") == settings_sha256)
 
 
@@ -171,13 +173,16 @@ def _missing_metrics(protocol: Protocol, rollout: int, reason: str) -> dict[str,
 def run_seed(
     trained: Trained, name: str, row_id: str, recipe: Recipe, protocol: Protocol, reference: ReferenceSet,
     seed: int, run_dir: Path, out_path: Path, device: torch.device, progress: Progress, settings_sha256: str,
+    memory: PeakMemory, git: GitState,
 ) -> Path:
-    """Generate every rollout for one seed, score them, and write the result file (atomically)."""
+    """Generate every rollout for one seed, score them, and write the result file (atomically).
+
+    `memory` measures this seed alone (entered by the caller); `git` is the state the run decided at its start.
+    """
     model = trained.model
     seed_dir = run_dir / "samples" / f"seed{seed}"
     made, missing, seconds, frames_made = [], {}, None, 0
     stage_seconds: dict[str, float] = {}
-    reset_peak_memory(device)
     for rollout in protocol.rollouts:
         reason = unsupported_reason(model, protocol, rollout)
         if reason is not None:
@@ -204,7 +209,8 @@ def run_seed(
     if rank_and_world_size()[0] != 0:
         return out_path  # rank 0 writes the result
     metrics = {key: (scores["metrics"].get(key) or missing[key]) for key in protocol.metric_keys()}
-    memory, memory_kind = peak_memory(device)
+    memory_mb, memory_kind = memory.read()
+    protocol_block = protocol.result_block(reference.sha256)
     strip = write_strip(seed_dir / f"rollout{max(made)}x", out_path.with_suffix(".gif"), recipe.strip_videos,
                         protocol.fps) if made else None
     result = {
@@ -220,18 +226,17 @@ def run_seed(
             "conditioned_on": conditioned_on(model, protocol),
             "clip_length": model.clip_length, "can_extend": model.can_extend,
         },
-        "protocol": {"name": protocol.name, "version": protocol.version, "hash": protocol.hash,
-                     "primary_metric": protocol.primary_metric, "reference_sha256": reference.sha256,
-                     "spec": protocol.to_dict()},
+        "protocol": protocol_block,
         "metrics": metrics,
         "curves": scores["curves"],
         "cost": {
             "num_parameters": model.num_parameters, "train_steps": trained.steps, "train_seconds": trained.seconds,
             "sampling_seconds_per_frame": seconds / frames_made if seconds and frames_made else None,
-            "sampling_batch_size": protocol.batch_size, "peak_memory_mb": round(memory, 1),
+            "sampling_batch_size": protocol.batch_size, "peak_memory_mb": round(memory_mb, 1),
             "peak_memory_kind": memory_kind, "hardware": hardware(device), "stage_seconds": stage_seconds,
         },
-        "provenance": {**provenance(protocol.hash, trained.checkpoint_sha256, seed, trained.training_seed),
+        "provenance": {**provenance(protocol_block["hash"], trained.checkpoint_sha256, seed, trained.training_seed,
+                                    git=git),
                        "source": "zoo", "manifest_sha256": scores["manifest_sha256"],
                        "run_settings_sha256": settings_sha256},
         "samples": {"strip": strip, "num_videos": min(recipe.strip_videos, protocol.num_videos(max(made))) if strip else 0,
@@ -267,7 +272,7 @@ def _acquired_now(lock: FileLock) -> bool:
 
 
 def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: ReferenceSet, device: torch.device,
-               force: bool, console: Console) -> None:
+               force: bool, console: Console, git: GitState) -> None:
     """Train (or load) the row's model and write a result per unfinished seed; finished seeds are skipped."""
     row_id, where = f"{row.name}.{recipe.row_tag}", f"[{row.index}/{row.total}]"
     settings = run_settings_sha256(row.name, recipe)
@@ -286,8 +291,9 @@ def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: Referen
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         for seed in pending:
-            run_seed(trained, row.name, row_id, recipe, protocol, reference, seed, run_dir, row.targets[seed], device,
-                     progress, settings)
+            with PeakMemory(device) as memory:  # this seed's peak, not the process's since it started
+                run_seed(trained, row.name, row_id, recipe, protocol, reference, seed, run_dir, row.targets[seed],
+                         device, progress, settings, memory, git)
     console.print(f"{where} {row_id}: done in {time.perf_counter() - started:.0f}s")
 
 
@@ -301,6 +307,7 @@ def run_recipe(
     Prints progress, then the leaderboard table and the wall time; renders the leaderboard when the recipe says so.
     """
     started = time.perf_counter()
+    git = git_state()  # before this run writes anything: its own results would make every later row "dirty"
     loaded = load_recipe(recipe, overrides)
     protocol = load_protocol(loaded.protocol, loaded.protocol_overrides)
     device = init_from_env(resolve_device(loaded.device))
@@ -309,7 +316,7 @@ def run_recipe(
     names = resolve_models(loaded)
     results_root = Path(loaded.results_dir)
     console.print(f"[bold]zoo bench {loaded.name}[/bold]: protocol {protocol.name} v{protocol.version} "
-                  f"({protocol.hash[:10]}), {len(names)} model(s), seeds {protocol.seeds}, device {device}")
+                  f"({protocol.result_hash[:10]}), {len(names)} model(s), seeds {protocol.seeds}, device {device}")
     reference = rank_zero_first(lambda: load_reference(protocol, loaded.data_root))
     rows = [_Row(index, len(names), name, {seed: results_root / protocol.name / f"{name}.{loaded.row_tag}.seed{seed}.json"
                                            for seed in protocol.seeds})
@@ -324,14 +331,14 @@ def run_recipe(
             busy.append(row)
             continue
         try:
-            _bench_row(row, loaded, protocol, reference, device, force, console)
+            _bench_row(row, loaded, protocol, reference, device, force, console, git)
         finally:
             if lock is not None:
                 lock.release()
     for row in busy:
         # Blocks until the other process is done, then skips its results.
         with _row_lock(loaded, protocol, row.name) if rank == 0 else nullcontext():
-            _bench_row(row, loaded, protocol, reference, device, False, console)
+            _bench_row(row, loaded, protocol, reference, device, False, console, git)
     if rank != 0:
         return [path for row in rows for path in row.targets.values()]
     if loaded.leaderboard_dir:

@@ -125,3 +125,20 @@ def test_extractors_never_fall_back_to_random_weights(cache, monkeypatch):
 def test_unknown_names_get_a_hint():
     with pytest.raises(KeyError, match="did you mean 'i3d_torchscript'"):
         weights.get_weight_file("i3d_torchscrip")
+
+
+def test_recorded_sha256_reads_no_file_unless_none_is_recorded(cache, tmp_path, monkeypatch):
+    """Result keys pin weights by the recorded checksum (what every load verifies); an unverified file is hashed
+    once per version if present, and is None while absent."""
+    hashed = []
+    real_sha256_of = weights.sha256_of
+    monkeypatch.setattr(weights, "sha256_of", lambda path: hashed.append(path) or real_sha256_of(path))
+    assert weights.recorded_sha256("i3d_torchscript") == weights.get_weight_file("i3d_torchscript").sha256
+    entry = served_file(tmp_path, "test-unverified-key", b"unverified", sha256=None)
+    assert weights.recorded_sha256(entry.name) is None and not hashed  # not here: no key part, nothing read
+    (cache / entry.filename).parent.mkdir(parents=True)
+    (cache / entry.filename).write_bytes(b"unverified")
+    assert weights.recorded_sha256(entry.name) == hashlib.sha256(b"unverified").hexdigest()
+    assert weights.recorded_sha256(entry.name) == hashlib.sha256(b"unverified").hexdigest() and len(hashed) == 1
+    (cache / entry.filename).write_bytes(b"another file")  # a new version is hashed anew
+    assert weights.recorded_sha256(entry.name) == hashlib.sha256(b"another file").hexdigest()

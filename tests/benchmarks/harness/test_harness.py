@@ -245,7 +245,7 @@ def test_micro_bench_end_to_end_resume_force_and_reproducibility(toy_env, tmp_pa
     assert len(boards) == 1 and not excluded and len(boards[0].rows) == 2
     primary = [row.metrics["fvd_pixels@1x"].mean for row in boards[0].rows]
     assert primary == sorted(primary)
-    assert json.loads(paths[1].read_text())["protocol"]["hash"] == load_protocol(toy_env).hash
+    assert json.loads(paths[1].read_text())["protocol"]["hash"] == load_protocol(toy_env).result_hash
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ worker script imports it from its folder.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ metrics:
 @dataclass
 class ToyConfig(ModelConfig):
     noise: float = 0.1
+    hold_mb: int = 0  # memory each generate call holds for a moment (the per-row peak memory test)
 
 
 def _digit(prompt: str) -> int:
@@ -79,6 +81,10 @@ class ToyGenerator(VideoGenerator):
             digits = torch.randint(0, 10, (num_videos,), generator=generator, device=self.device)
         base = ((digits.float() + 1) / 11).view(-1, 1, 1, 1, 1) + self.level.detach() * 0
         noise = torch.rand(num_videos, num_frames, *self.frame_size, generator=generator, device=self.device)
+        if self.config.hold_mb:
+            held = torch.ones(self.config.hold_mb * 2**18)  # float32: hold_mb MiB, every page touched
+            time.sleep(0.05)  # long enough for a sampling measurement to see it too
+            del held
         return (base + self.config.noise * (noise - 0.5)).clamp(0, 1)
 
 
