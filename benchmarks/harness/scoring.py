@@ -11,7 +11,6 @@ states over ranks. A metric that cannot be computed is recorded as missing with 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import warnings
@@ -35,9 +34,7 @@ from benchmarks.harness.samples import (
     read_sample_file,
     to_float,
 )
-
-# How a metric consumes videos, read from its `update` signature.
-DISTRIBUTION, GENERATED_ONLY, LABELLED, PAIRED = "distribution", "generated_only", "labelled", "paired"
+from benchmarks.metrics.base import DISTRIBUTION, INPUTS, LABELLED, PAIRED
 
 
 @dataclass
@@ -55,16 +52,12 @@ class PreparedMetric:
 
 
 def metric_kind(metric: Metric) -> str:
-    """How `update` takes its inputs: `(videos, real=)` distribution, `(videos, labels)` labelled (prompt
-    adherence), `(videos, reference)` paired with the real clip each video was conditioned on, else `(videos)`."""
-    names = list(inspect.signature(metric.update).parameters)
-    if "real" in names:
-        return DISTRIBUTION
-    if "labels" in names:
-        return LABELLED
-    if len(names) >= 2:
-        return PAIRED
-    return GENERATED_ONLY
+    """What a metric's `update` consumes, as the metric declares it (`inputs`, see `benchmarks.metrics.base`)."""
+    kind = getattr(metric, "inputs", None)
+    if kind not in INPUTS:
+        raise ValueError(f"metric {type(metric).__name__} declares no `inputs` (one of {', '.join(INPUTS)}); set it "
+                         "as a class attribute so the harness knows how to feed it")
+    return kind
 
 
 def weights_sha256(module: torch.nn.Module) -> str:

@@ -12,6 +12,14 @@ from torchmetrics import Metric
 
 from benchmarks.metrics.video_input import ShapeGuard, as_float_videos
 
+# What `update` consumes, declared by every metric (as torchmetrics declares `higher_is_better`), so a harness
+# knows how to feed it without reading its signature.
+DISTRIBUTION = "distribution"  # update(videos, real: bool): real and generated feature distributions
+GENERATED_ONLY = "generated_only"  # update(videos): generated videos alone
+LABELLED = "labelled"  # update(videos, labels): generated videos and the labels their prompts name
+PAIRED = "paired"  # update(videos, reference): each generated video with the real clip it was conditioned on
+INPUTS = (DISTRIBUTION, GENERATED_ONLY, LABELLED, PAIRED)
+
 
 class VideoMetric(Metric):
     """A torchmetrics `Metric` over `[B, T, C, H, W]` videos (float in [0, 1] or uint8).
@@ -22,6 +30,7 @@ class VideoMetric(Metric):
 
     is_differentiable = False
     full_state_update = False
+    inputs: str  # one of INPUTS: what `update` consumes
     # Roles whose recorded shape survives `reset()` (e.g. "real" when real statistics are kept).
     _roles_kept_on_reset: tuple[str, ...] = ()
 

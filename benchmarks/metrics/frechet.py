@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from benchmarks.metrics.base import FeatureMetric
+from benchmarks.metrics.base import DISTRIBUTION, FeatureMetric
 
 DEFAULT_EPS = 1e-6
 
@@ -124,6 +124,7 @@ class FrechetMetric(FeatureMetric):
     """
 
     higher_is_better = False
+    inputs = DISTRIBUTION
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.utilities import dim_zero_cat
 
-from benchmarks.metrics.base import FeatureMetric
+from benchmarks.metrics.base import DISTRIBUTION, FeatureMetric
 
 
 def polynomial_kernel(x: Tensor, y: Tensor, degree: int = 3, coef: float = 1.0) -> Tensor:
@@ -75,6 +75,7 @@ class KernelMetric(FeatureMetric):
     """
 
     higher_is_better = False
+    inputs = DISTRIBUTION
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmarks.metrics.base import VideoMetric
+from benchmarks.metrics.base import LABELLED, VideoMetric
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
@@ -38,6 +38,7 @@ class PromptAdherence(VideoMetric):
     """
 
     higher_is_better = True
+    inputs = LABELLED
 
     def __init__(self, classifier: nn.Module, label_names: Sequence[str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks.metrics.base import VideoMetric
+from benchmarks.metrics.base import GENERATED_ONLY, VideoMetric
 from benchmarks.metrics.optical_flow import DISFlow, consistent_flow_mask, video_to_numpy, warp
 
 
 class _MeanOverVideos(VideoMetric):
     """Averages one number per video; `compute()` gives `value` and `num_videos`. States sum across DDP ranks."""
+
+    inputs = GENERATED_ONLY
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.metrics.base import VideoMetric
+from benchmarks.metrics.base import PAIRED, VideoMetric
 from benchmarks.metrics.optical_flow import farneback_flow, video_to_numpy
 
 
@@ -25,6 +25,7 @@ class _PairedTemporalMetric(VideoMetric):
     """Sums one difference per consecutive frame pair of (generated, reference) videos; states sum across DDP."""
 
     higher_is_better = False
+    inputs = PAIRED
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

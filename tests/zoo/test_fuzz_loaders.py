@@ -16,13 +16,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoo.plugins import import_plugins
-from zoo_cli import train_request
 from zoo.config import ConfigError
 from zoo.data import UnknownDatasetError, VideoReadError, create_dataset, read_video, write_video
 from zoo.data.video_io import VIDEO_SUFFIXES, count_frames
+from zoo.plugins import import_plugins
 from zoo.registry import UnknownModelError, create_model, load_model
 from zoo.training import check_resumable
+from zoo_cli import train_request
 
 import_plugins([str(Path(__file__).with_name("plugin_models.py"))])  # registers tiny_denoiser
 

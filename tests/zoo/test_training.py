@@ -11,9 +11,9 @@ import lightning as L
 import pytest
 import torch
 
-from zoo.plugins import import_plugins
 from zoo.config import ConfigError
 from zoo.data.resumable import ResumableDataLoader, ShardedShuffleSampler
+from zoo.plugins import import_plugins
 from zoo.registry import create_model
 from zoo.training import TrainerConfig, latest_checkpoint, per_process_batch_size, train_model
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from zoo.data import read_video
 from zoo.plugins import import_plugins
 from zoo_cli import main, parse_args
-from zoo.data import read_video
 
 PLUGIN = str(Path(__file__).parents[1] / "zoo" / "plugin_models.py")
 plugin = sys.modules[import_plugins([PLUGIN])[0]]

@@ -31,8 +31,8 @@ from benchmarks.harness.provenance import sha256_file
 from benchmarks.harness.reference import ReferenceSet
 from benchmarks.harness.scoring import statistics_path
 from benchmarks.leaderboard import load_result
-from zoo_cli import main
 from zoo.data import write_video
+from zoo_cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("score_ddp_worker.py")

@@ -82,3 +82,32 @@ def test_wrong_layout_range_and_dtype_have_one_line_errors():
     with pytest.raises(TypeError, match="uint8"):
         as_float_videos(torch.ones(2, 4, 3, 16, 16, dtype=torch.int64))
     assert as_float_videos(torch.full((1, 2, 1, 4, 4), 1.0005)).max().item() == 1.0
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_every_metric_declares_what_update_consumes(helpers, name):
+    import inspect
+
+    from benchmarks.metrics.base import DISTRIBUTION, GENERATED_ONLY, INPUTS, LABELLED, PAIRED
+
+    metric, _ = helpers.build_metric(name)
+    assert metric.inputs in INPUTS
+    arguments = list(inspect.signature(metric.update).parameters)[1:]
+    expected = {DISTRIBUTION: ["real"], LABELLED: ["labels"], PAIRED: ["reference"], GENERATED_ONLY: []}
+    assert arguments == expected[metric.inputs]
+
+
+def test_a_metric_without_declared_inputs_is_refused_by_the_harness():
+    from torchmetrics import Metric
+
+    from benchmarks.harness.scoring import metric_kind
+
+    class Undeclared(Metric):
+        def update(self, videos):
+            pass
+
+        def compute(self):
+            return {}
+
+    with pytest.raises(ValueError, match="declares no `inputs`"):
+        metric_kind(Undeclared())
