@@ -35,7 +35,8 @@ Labels, `update(videos, labels={"digit": LongTensor[B], ...})`:
 
 By name: `create_metric("fvd")` (default extractor I3D TorchScript), `create_metric("fid", extractor=my_module)`,
 `create_metric("fvd", extractor="domain_moving_digits")`; `list_metrics()` lists the names. The math lives in
-plain functions: `frechet_distance`, `mean_and_covariance`, `kernel_distance`.
+plain functions: `frechet_distance`, `mean_and_covariance`, `kernel_distance`; bootstrap draws of FD, KD and
+per-video means from features computed once are in `benchmarks.metrics.bootstrap`.
 """
 
 from benchmarks.metrics.frechet import (
