@@ -241,6 +241,9 @@ def cmd_score(args: argparse.Namespace) -> None:
         return
     for key, entry in result["metrics"].items():
         value = f"missing ({entry['missing_reason']})" if entry["value"] is None else f"{entry['value']:.6g}"
+        interval = entry.get("bootstrap", {})
+        if "low" in interval:
+            value += f" ({interval['level']:.0%} interval {interval['low']:.4g} .. {interval['high']:.4g})"
         print(f"  {key}: {value}")
     print(f"{result['id']} seed {result['seed']} on {protocol.name}: wrote {path}")
 

@@ -6,6 +6,10 @@ built from the protocol's metric specs; the real-set statistics of each distribu
 cached under a hash of (protocol, resolved dataset config, real-set sha256, metric spec, extractor weights sha256)
 (`zoo reference build`). In a process group each rank scores every world_size-th file and `compute()` sums the
 states over ranks. A metric that cannot be computed is recorded as missing with its reason, never as 0.
+
+Every value carries a 95% bootstrap interval over the generated videos (and real clips), drawn from the per-video
+evidence that `uncertainty.EvidenceTap` records while the metrics update (`uncertainty.py` says how); the real
+set's evidence is cached with its statistics.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import math
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from benchmarks.harness.distributed import all_ranks_agree, rank_and_world_size, rank_zero_first
+from benchmarks.harness.distributed import all_ranks_agree, gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
 from benchmarks.harness.provenance import sha256_file
 from benchmarks.harness.reference import ReferenceSet, load_reference, reference_cache_dir
@@ -34,13 +39,21 @@ from benchmarks.harness.samples import (
     read_sample_file,
     to_float,
 )
+from benchmarks.harness.uncertainty import (
+    BootstrapSettings,
+    EvidenceTap,
+    bootstrap_entry,
+    consolidate,
+    missing_bootstrap,
+)
 from benchmarks.metrics.base import DISTRIBUTION, INPUTS, LABELLED, PAIRED
 
 
 @dataclass
 class PreparedMetric:
     """A metric ready for generated videos; `statistics` says whether its real-set statistics were `computed` or
-    `cached` (None for metrics without any), `statistics_path` where they live."""
+    `cached` (None for metrics without any), `statistics_path` where they live. `tap` records the per-video
+    evidence of the bootstrap; `real_evidence` / `fake_evidence` hold it once consolidated."""
 
     spec: MetricSpec
     metric: Metric | None
@@ -49,6 +62,9 @@ class PreparedMetric:
     extractor_sha256: str | None = None
     statistics: str | None = None
     statistics_path: Path | None = None
+    tap: EvidenceTap | None = None
+    real_evidence: dict[str, Any] | None = None
+    fake_evidence: dict[str, Any] | None = None
 
 
 def metric_kind(metric: Metric) -> str:
@@ -102,13 +118,19 @@ class ExtractorCache:
         return extractor, sha256
 
 
+# Part of the statistics cache key: v2 files hold {"state", "evidence"} (the real rows the bootstrap resamples),
+# v1 files held the state alone and are never read as v2.
+STATISTICS_FORMAT = 2
+
+
 def statistics_path(spec: MetricSpec, reference: ReferenceSet, window: str, extractor_sha256: str | None,
                     state_names: list[str]) -> Path:
     """Where the real-set statistics of one metric variant live: keyed by the metric, its extractor and kwargs (not
-    the rollouts it is used at), the extractor's weights, the real clips' sha256, the window of them it sees and
-    the metric's state names (a cache written in another state layout is rebuilt, not misread)."""
+    the rollouts it is used at), the extractor's weights, the real clips' sha256, the window of them it sees, the
+    metric's state names and the file format (a cache written in another layout is rebuilt, not misread)."""
     pinned = {k: v for k, v in asdict(spec).items() if k not in ("rollouts", "clip", "higher_is_better")}
-    key = json.dumps([pinned, extractor_sha256, reference.sha256, window, sorted(state_names)], sort_keys=True)
+    key = json.dumps([pinned, extractor_sha256, reference.sha256, window, sorted(state_names), STATISTICS_FORMAT],
+                     sort_keys=True)
     return reference.cache_dir / f"real-{spec.id}-{window}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -130,27 +152,35 @@ def _restore_state(metric: Metric, state: dict[str, Any]) -> None:
 _REAL_STATES: dict[Path, dict[str, Any]] = {}
 
 
-def _load_real_state(metric: Metric, spec: MetricSpec, protocol: Protocol, reference: ReferenceSet,
-                     rollout: int, extractor_sha256: str | None) -> tuple[Path, str]:
-    """Feed the real set once per cache key; later runs restore the cached statistics. Returns (path, status)."""
+def _load_real_state(metric: Metric, tap: EvidenceTap | None, spec: MetricSpec, protocol: Protocol,
+                     reference: ReferenceSet, rollout: int, extractor_sha256: str | None
+                     ) -> tuple[Path, str, dict[str, Any] | None]:
+    """Feed the real set once per cache key; later runs restore the cached statistics. Returns (path, status, the
+    real set's per-video evidence for the bootstrap)."""
     window = "1x" if spec.clip == "first" else f"{spec.clip}-{rollout}x"
     path = statistics_path(spec, reference, window, extractor_sha256, list(metric._defaults))
-    state, status = _REAL_STATES.get(path), "cached"
-    if state is None and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if state is None:
+    stored, status = _REAL_STATES.get(path), "cached"
+    if stored is None and path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    if stored is None:
         status = "computed"
+        start = 0
         for batch in reference.batches():
-            metric.update(to_float(reference_window(batch, spec, protocol, rollout)).to(metric.device), real=True)
-        state = _state_snapshot(metric)
+            with tap.feeding("real", range(start, start + len(batch))) if tap else nullcontext():
+                metric.update(to_float(reference_window(batch, spec, protocol, rollout)).to(metric.device), real=True)
+            start += len(batch)
+        evidence = consolidate(tap.family, tap.records["real"]) if tap else None
+        if tap:
+            tap.records["real"].clear()
+        stored = {"state": _state_snapshot(metric), "evidence": evidence}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
+        torch.save(stored, tmp)
         tmp.replace(path)
     else:
-        _restore_state(metric, state)
-    _REAL_STATES[path] = state
-    return path, status
+        _restore_state(metric, stored["state"])
+    _REAL_STATES[path] = stored
+    return path, status, stored["evidence"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,10 +203,11 @@ def prepare_metric(
         if spec.extractor is not None:
             kwargs[spec.extractor_arg], sha256 = extractors.get(spec)
         metric = create_metric(spec.metric, **kwargs).to(extractors.device)
-        prepared = PreparedMetric(spec, metric, metric_kind(metric), extractor_sha256=sha256)
+        prepared = PreparedMetric(spec, metric, metric_kind(metric), extractor_sha256=sha256,
+                                  tap=EvidenceTap.attach(metric))
         if prepared.kind == DISTRIBUTION and holds_real:
-            prepared.statistics_path, prepared.statistics = _load_real_state(
-                metric, spec, protocol, reference, rollout, sha256)
+            prepared.statistics_path, prepared.statistics, prepared.real_evidence = _load_real_state(
+                metric, prepared.tap, spec, protocol, reference, rollout, sha256)
         return prepared
     except Exception as exc:  # missing weights, a broken extractor: the run goes on, the metric shows as missing
         warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {_first_line(exc)}", stacklevel=2)
@@ -233,10 +264,26 @@ def _entry(prepared: PreparedMetric, rollout: int, num_fake: int, num_real: int 
             "extractor": spec.extractor, "extractor_sha256": prepared.extractor_sha256}
 
 
+def _bootstrap(prepared: PreparedMetric, value: float, manifest: SampleManifest, reference: ReferenceSet,
+               settings: BootstrapSettings) -> dict[str, Any]:
+    """The entry's `bootstrap` field: the interval and draws, or why there are none (the value stands either way)."""
+    if prepared.tap is None or prepared.fake_evidence is None:
+        return missing_bootstrap(f"{type(prepared.metric).__name__} exposes no per-video evidence to resample")
+    try:
+        num_real = len(reference) if prepared.kind == DISTRIBUTION else None
+        return bootstrap_entry(prepared.tap.family, prepared.metric, value, prepared.fake_evidence,
+                               prepared.real_evidence,
+                               manifest.reference_index, num_real, settings, prepared.metric.device)
+    except Exception as exc:  # an interval that cannot be drawn leaves the value without one, never wrong
+        return missing_bootstrap(_first_line(exc))
+
+
 def _finish(
-    prepared: PreparedMetric, manifest: SampleManifest, protocol: Protocol, reference: ReferenceSet
+    prepared: PreparedMetric, manifest: SampleManifest, protocol: Protocol, reference: ReferenceSet,
+    settings: BootstrapSettings | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Compute one metric into a result entry (and a curve when the metric returns one)."""
+    """Compute one metric into a result entry (and a curve when the metric returns one); with `settings`, the
+    entry gets its bootstrap interval."""
     num_real = len(reference) if prepared.kind == DISTRIBUTION else None
     entry = _entry(prepared, manifest.rollout, manifest.num_videos, num_real)
     if prepared.metric is None:
@@ -272,6 +319,8 @@ def _finish(
         scalar = float(value.item())
     if math.isfinite(scalar):
         entry["value"] = scalar
+        if settings is not None:
+            entry["bootstrap"] = _bootstrap(prepared, scalar, manifest, reference, settings)
     else:
         entry["missing_reason"] = f"{prepared.spec.metric} returned a non-finite value"
     if details:
@@ -280,7 +329,8 @@ def _finish(
 
 
 def _score_folder(
-    folder: Path, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache
+    folder: Path, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache,
+    settings: BootstrapSettings,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     manifest = read_manifest(folder)
     if manifest.protocol_hash != protocol.hash:
@@ -300,6 +350,7 @@ def _score_folder(
     for index, entry in enumerate(manifest.files):
         count = int(entry["count"])
         indices = manifest.reference_index[start:start + count]
+        positions = range(start, start + count)
         start += count
         if index % world_size != rank:
             continue
@@ -307,15 +358,16 @@ def _score_folder(
         for item in active:
             window = clip_window(videos, item.spec, protocol.frames)
             try:
-                if item.kind == DISTRIBUTION:
-                    item.metric.update(window, real=False)
-                elif item.kind == LABELLED:
-                    item.metric.update(window, _labels_for(item.metric, reference, indices))
-                elif item.kind == PAIRED:
-                    paired = reference_window(reference.clips(indices), item.spec, protocol, rollout)
-                    item.metric.update(window, to_float(paired).to(extractors.device))
-                else:
-                    item.metric.update(window)
+                with item.tap.feeding("fake", positions) if item.tap else nullcontext():
+                    if item.kind == DISTRIBUTION:
+                        item.metric.update(window, real=False)
+                    elif item.kind == LABELLED:
+                        item.metric.update(window, _labels_for(item.metric, reference, indices))
+                    elif item.kind == PAIRED:
+                        paired = reference_window(reference.clips(indices), item.spec, protocol, rollout)
+                        item.metric.update(window, to_float(paired).to(extractors.device))
+                    else:
+                        item.metric.update(window)
             except Exception as exc:
                 item.metric, item.missing_reason = None, _first_line(exc)
         active = [item for item in active if item.metric is not None]
@@ -323,9 +375,13 @@ def _score_folder(
     for item, ok in zip(prepared, agreed, strict=True):
         if not ok and item.metric is not None:
             item.metric, item.missing_reason = None, "failed on another rank (its warning says why)"
+    for item in prepared:  # every rank, in the same order: the generated evidence of all ranks, to rank 0's bootstrap
+        if item.metric is not None and item.tap is not None:
+            item.fake_evidence = consolidate(item.tap.family, gather_lists(item.tap.records["fake"]))
+            item.tap.records["fake"].clear()
     metrics, curves = {}, {}
     for item in prepared:
-        entry, curve = _finish(item, manifest, protocol, reference)
+        entry, curve = _finish(item, manifest, protocol, reference, settings if rank == 0 else None)
         key = metric_key(item.spec.id, manifest.rollout)
         metrics[key] = entry
         if curve is not None:
@@ -350,12 +406,14 @@ def score_samples(
     reference: ReferenceSet | None = None,
     data_root: str | None = None,
     device: str | torch.device = "cpu",
+    bootstrap: BootstrapSettings | None = None,
 ) -> dict[str, Any]:
     """Score a sample folder (one rollout, or a folder of rollout sub-folders) against `protocol`.
 
     Returns `{"metrics": {key: entry}, "curves": {key: curve}, "reference_sha256": str, "manifest_sha256":
     {manifest path relative to samples_dir: sha256}}` in the result-file format; metrics the folders do not cover
     (e.g. a rollout the generator could not make) are simply absent. Every rank of a process group must call it.
+    Entries carry bootstrap intervals drawn with `bootstrap` (default `BootstrapSettings()`), on rank 0.
     """
     reference = reference or rank_zero_first(lambda: load_reference(protocol, data_root))
     extractors = ExtractorCache(torch.device(device))
@@ -363,7 +421,8 @@ def score_samples(
     curves: dict[str, Any] = {}
     manifests: dict[str, str] = {}
     for folder in sample_folders(samples_dir):
-        folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors)
+        folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors,
+                                                      bootstrap or BootstrapSettings())
         metrics.update(folder_metrics)
         curves.update(folder_curves)
         manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_file(folder / MANIFEST)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,5 +31,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# A JSON array of numbers (or nulls) only, as `json.dumps(indent=2)` spreads it over one line per item.
+_NUMBER_ARRAY = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*|null)(?:,\s*(?:-?[0-9][0-9.eE+-]*|null))*)\s*\]")
+
+
 def atomic_write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    """Indented JSON, except that arrays of numbers (curves, bootstrap draws) stay on one line."""
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    # Only matches that span lines: a JSON string holds no raw newline, so text inside strings is never touched.
+    text = _NUMBER_ARRAY.sub(lambda match: "[" + re.sub(r",\s+", ", ", match.group(1)) + "]"
+                             if "\n" in match.group(0) else match.group(0), text)
+    return atomic_write_text(path, text + "\n")

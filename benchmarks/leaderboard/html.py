@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.leaderboard.render import COST_COLUMNS, REPRODUCIBILITY, arrow, format_cost, is_best
-from benchmarks.leaderboard.results import Board, Excluded
+from benchmarks.leaderboard.render import (
+    COST_COLUMNS,
+    REPRODUCIBILITY,
+    UNCERTAINTY,
+    arrow,
+    format_cost,
+    is_best,
+    rank_text,
+)
+from benchmarks.leaderboard.results import RANKING_RULE, Aggregate, Board, Excluded
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
@@ -248,6 +256,19 @@ def _sweep_charts(board: Board, colors: dict[str, str]) -> list[str]:
     return charts
 
 
+def _cell_title(aggregate: Aggregate, rank: int | None) -> str:
+    """Hover text of a metric cell: the interval's ends and the rank."""
+    parts = []
+    if aggregate.low is not None:
+        parts.append(f"{aggregate.level:.0%} bootstrap interval [{aggregate.low:.4g}, {aggregate.high:.4g}]")
+    else:
+        parts.append("no bootstrap interval recorded")
+    if aggregate.std is not None:
+        parts.append(f"sd over seeds {aggregate.std:.3g}")
+    parts.append(f"rank {rank}" if rank is not None else "not ranked")
+    return "; ".join(parts)
+
+
 def _table(board: Board, index: int) -> str:
     headers = ['<th class="id" data-type="number">#</th>', '<th class="id" data-type="text">model</th>']
     titles = {True: "higher is better", False: "lower is better", None: "diagnostic: no better direction"}
@@ -256,8 +277,9 @@ def _table(board: Board, index: int) -> str:
     headers += [f'<th data-type="number">{html.escape(label)}</th>' for _, label in COST_COLUMNS]
     headers += ['<th data-type="text">seeds</th>']
     rows = []
-    for rank, row in enumerate(board.rows, start=1):
-        cells = [f'<td class="id" data-value="{rank}">{rank}</td>',
+    for row in board.rows:
+        rank = rank_text(board, row)
+        cells = [f'<td class="id" data-value="{"" if rank == "-" else rank}">{rank}</td>',
                  f'<td class="id" data-value="{html.escape(row.id)}">{html.escape(row.id)}</td>']
         for key in board.metric_keys:
             aggregate = row.metrics[key]
@@ -266,7 +288,9 @@ def _table(board: Board, index: int) -> str:
                 cells.append(f'<td class="missing" data-value="" title="{reason}">missing</td>')
             else:
                 css = ' class="best"' if is_best(board, row, key) else ""
-                cells.append(f'<td{css} data-value="{aggregate.mean!r}">{html.escape(aggregate.format())}</td>')
+                title = html.escape(_cell_title(aggregate, board.rank(key, row)))
+                cells.append(f'<td{css} data-value="{aggregate.mean!r}" title="{title}">'
+                             f"{html.escape(aggregate.format())}</td>")
         for key, _ in COST_COLUMNS:
             value = row.cost(key)
             cells.append(f'<td data-value="{"" if value is None else repr(value)}">{format_cost(key, value)}</td>')
@@ -279,10 +303,11 @@ def _table(board: Board, index: int) -> str:
 def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) -> str:
     """The whole static page as one string; strip paths are made relative to `out_dir`."""
     body = ["<h1>hybrid-video-zoo leaderboard</h1>",
-            '<p class="note">Click a column header to sort. Values are means over seeds (± std when there are '
-            "several); bold green marks the best value in a column; <i>missing</i> means the metric could not be "
-            "computed for that model and is never scored as 0. Results share a table only when their protocol hash "
-            f"and reference-set hash agree. {html.escape(REPRODUCIBILITY)}</p>"]
+            '<p class="note">Click a column header to sort; hover a value for its interval and rank. '
+            f"{html.escape(UNCERTAINTY)} <i>missing</i> means the metric could not be computed for that model and "
+            "is never scored as 0. Results share a table only when their protocol hash and reference-set hash agree. "
+            f"{html.escape(REPRODUCIBILITY)}</p>",
+            f'<p class="note ranking">{html.escape(RANKING_RULE).replace("the bold", "the bold green")}</p>']
     if not boards:
         body.append("<p>No results yet: run <code>zoo bench quick</code>.</p>")
     for index, board in enumerate(boards):

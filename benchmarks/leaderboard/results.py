@@ -2,6 +2,9 @@
 
 Results share a table only when protocol name, protocol hash and reference-set hash all agree; a file that fails
 the schema (missing provenance included) is excluded and reported, never shown beside valid numbers.
+
+Uncertainty: a row's interval is the bootstrap interval of its value (the mean over seeds) from its per-draw
+values averaged over seeds draw by draw (`RANKING_RULE` and `Board.rank` say how rows are compared).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "result.schema.json"
 
@@ -46,6 +50,13 @@ def validate_result(data: Any) -> None:
         raise ResultError(f"seed {data['seed']} is not among provenance.seeds {data['provenance']['seeds']}")
     if protocol["primary_metric"] not in data["metrics"]:
         raise ResultError(f"primary metric '{protocol['primary_metric']}' is not among the result's metrics")
+    for key, entry in data["metrics"].items():
+        bootstrap = entry.get("bootstrap", {})
+        if "values" in bootstrap and len(bootstrap["values"]) != bootstrap["draws"]:
+            raise ResultError(f"metrics/{key}/bootstrap has {len(bootstrap['values'])} values for "
+                              f"{bootstrap['draws']} draws")
+        if "low" in bootstrap and not bootstrap["low"] <= bootstrap["high"]:
+            raise ResultError(f"metrics/{key}/bootstrap interval [{bootstrap['low']}, {bootstrap['high']}] is empty")
 
 
 def load_result(path: str | Path) -> dict[str, Any]:
@@ -96,34 +107,108 @@ def load_results(results_dir: str | Path) -> tuple[list[LoadedResult], list[Excl
     return loaded, excluded
 
 
+RANKING_RULE = (
+    "Ranks: rows are ordered by each metric; the best row, and every row whose difference from it is not "
+    "significant at 95%, share rank 1 and the bold. The difference is tested with a paired bootstrap: both rows' "
+    "draws resample the same real clips (and videos of the same prompts), and the difference is significant when "
+    "the 95% bootstrap interval of the per-draw differences, centred on the difference of the values, excludes 0. "
+    "The best of the remaining rows starts the next group, whose rank is 1 + the number of rows ranked above it, "
+    "and so on down the table; rows are "
+    "listed by their rank on the primary metric (`#`). Rows without bootstrap draws (results scored before "
+    "intervals were recorded) are compared by value alone. A diagnostic with no better direction (·, such as "
+    "motion magnitude) is never ranked or bold; a column where every row shares rank 1 has no bold."
+)
+
+
+def centred_interval(estimate: float, draws: list[float] | np.ndarray, level: float,
+                     lower_bound: float | None = None) -> tuple[float, float]:
+    """`[θ̂ + q_lo - m, θ̂ + q_hi - m]`: the interval `benchmarks.metrics.bootstrap.centred_interval` writes (numpy
+    only, so the leaderboard needs no torch; a test keeps the two equal)."""
+    values = np.asarray(draws, dtype=np.float64)
+    q_low, q_high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    shift = estimate - float(values.mean())
+    low, high = float(q_low) + shift, float(q_high) + shift
+    if lower_bound is not None:
+        low, high = max(low, lower_bound), max(high, lower_bound)
+    return low, high
+
+
+# Two rows' draws pair when these fields of their bootstrap records agree.
+_PAIRING_FIELDS = ("scheme", "seed", "draws", "n", "n_real", "level", "method")
+
+
 @dataclass
 class Aggregate:
-    """A metric over seeds: mean, std over seeds (ddof=1) or the submitted std, how many seeds, or why missing."""
+    """A metric over seeds: mean, std over seeds (ddof=1) or the submitted std, how many seeds, or why missing.
+
+    With bootstrap records on every seed: `draws` (per-draw values averaged over seeds), the `low`/`high` interval
+    of the mean at `level`, and `pairing` (what another row's draws must share to be compared with these).
+    """
 
     mean: float | None
     std: float | None
     num_seeds: int
     missing_reason: str | None = None
+    low: float | None = None
+    high: float | None = None
+    level: float | None = None
+    draws: list[float] | None = None
+    pairing: tuple | None = None
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
 
     def format(self, digits: int = 3) -> str:
+        """`value ± half-width` of the interval (when there is one), then `(sd ...)` over several seeds."""
         if self.mean is None:
             return "missing"
         text = f"{self.mean:.{digits}g}" if abs(self.mean) < 1e4 else f"{self.mean:.0f}"
-        return f"{text} ± {self.std:.2g}" if self.std is not None else text
+        if self.half_width is not None:
+            text += f" ± {self.half_width:.2g}"
+        return f"{text} (sd {self.std:.2g})" if self.std is not None else text
+
+
+def _pooled_bootstrap(entries: list[dict[str, Any]], mean: float) -> dict[str, Any]:
+    """Interval fields of an aggregate: every seed's draws, if they pair, averaged draw by draw."""
+    records = [e.get("bootstrap") or {} for e in entries]
+    if not records or any("values" not in r for r in records):
+        return {}
+    pairing = tuple(records[0].get(k) for k in _PAIRING_FIELDS)
+    if any(tuple(r.get(k) for k in _PAIRING_FIELDS) != pairing for r in records):
+        return {}
+    if len(records) == 1:
+        draws, (low, high) = list(records[0]["values"]), (records[0]["low"], records[0]["high"])
+    else:
+        draws = np.mean([r["values"] for r in records], axis=0).tolist()
+        low, high = centred_interval(mean, draws, records[0]["level"], records[0].get("lower_bound"))
+    return {"low": low, "high": high, "level": records[0]["level"], "draws": draws, "pairing": pairing}
 
 
 def _aggregate(entries: list[dict[str, Any]]) -> Aggregate:
-    values = [e["value"] for e in entries if e.get("value") is not None and math.isfinite(e["value"])]
+    valued = [e for e in entries if e.get("value") is not None and math.isfinite(e["value"])]
+    values = [e["value"] for e in valued]
     if not values:
         reasons = sorted({e.get("missing_reason", "not reported") for e in entries})
         return Aggregate(None, None, 0, "; ".join(reasons))
     mean = sum(values) / len(values)
+    interval = _pooled_bootstrap(valued, mean)
     if len(values) > 1:
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        return Aggregate(mean, std, len(values))
+        return Aggregate(mean, std, len(values), **interval)
     # A single file may already aggregate seeds (an external submission states its own std).
-    only = next(e for e in entries if e.get("value") is not None)
-    return Aggregate(mean, only.get("std"), int(only.get("num_seeds", 1)))
+    only = valued[0]
+    return Aggregate(mean, only.get("std"), int(only.get("num_seeds", 1)), **interval)
+
+
+def significantly_different(a: Aggregate, b: Aggregate) -> bool:
+    """Paired bootstrap test at the draws' level: the interval of the per-draw differences `a - b`, centred on
+    the difference of the values, excludes 0. Rows whose draws do not pair differ when their values differ."""
+    if a.draws is None or b.draws is None or a.pairing != b.pairing:
+        return a.mean != b.mean
+    differences = np.asarray(a.draws) - np.asarray(b.draws)
+    low, high = centred_interval(a.mean - b.mean, differences, a.level)
+    return low > 0 or high < 0
 
 
 @dataclass
@@ -182,10 +267,26 @@ class Board:
     higher_is_better: dict[str, bool | None]
     curve_keys: list[str]
     rows: list[Row]
+    _rank_cache: dict[str, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def title(self) -> str:
         return f"{self.protocol_name} v{self.protocol_version} (protocol {self.protocol_hash[:10]})"
+
+    def rank(self, key: str, row: Row) -> int | None:
+        """The row's rank in a metric column under `RANKING_RULE`; None when it misses the metric or the column
+        is a diagnostic."""
+        return self._ranks(key).get(row.id)
+
+    def bold(self, key: str, row: Row) -> bool:
+        """Rank 1 in a column that singles out some rows (not every ranked row shares rank 1)."""
+        ranks = self._ranks(key)
+        return ranks.get(row.id) == 1 and (len(ranks) == 1 or set(ranks.values()) != {1})
+
+    def _ranks(self, key: str) -> dict[str, int]:
+        if key not in self._rank_cache:
+            self._rank_cache[key] = rank_rows(self.rows, key, self.higher_is_better[key])
+        return self._rank_cache[key]
 
     def best(self, key: str) -> float | None:
         """The best mean in a metric column; None when every row misses it, the column has no direction, or every
@@ -194,6 +295,24 @@ class Board:
         if not values or self.higher_is_better[key] is None or (len(values) > 1 and len(set(values)) == 1):
             return None
         return max(values) if self.higher_is_better[key] else min(values)
+
+
+def rank_rows(rows: list[Row], key: str, higher_is_better: bool | None) -> dict[str, int]:
+    """Ranks by `RANKING_RULE`: the best remaining row leads a group of every remaining row not significantly
+    different from it; the group's rank is 1 + the rows ranked before it. Rows missing the metric get none."""
+    if higher_is_better is None:
+        return {}
+    remaining = sorted((row for row in rows if row.metrics[key].mean is not None),
+                       key=lambda row: (-row.metrics[key].mean if higher_is_better else row.metrics[key].mean, row.id))
+    ranks: dict[str, int] = {}
+    while remaining:
+        leader = remaining[0].metrics[key]
+        group = [row for row in remaining if row is remaining[0]
+                 or not significantly_different(row.metrics[key], leader)]
+        rank = len(ranks) + 1
+        ranks.update((row.id, rank) for row in group)
+        remaining = [row for row in remaining if row.id not in ranks]
+    return ranks
 
 
 def _dedupe(results: list[LoadedResult], excluded: list[Excluded]) -> list[LoadedResult]:
@@ -250,8 +369,10 @@ def group_results(
                 row.metrics[key] = _aggregate(entries) if entries else Aggregate(None, None, 0, "not reported")
             rows.append(row)
         rows.sort(key=lambda row: _sort_key(row, primary, directions[primary]))
-        boards.append(
-            Board(name, first["protocol"]["version"], protocol_hash, reference, primary, keys, directions,
-                  curve_keys, rows)
-        )
+        board = Board(name, first["protocol"]["version"], protocol_hash, reference, primary, keys, directions,
+                      curve_keys, rows)
+        # By primary rank, then value: a group of tied rows stays together even if a wide one ranks with the best.
+        ranked = {row.id: board.rank(primary, row) for row in rows}
+        rows.sort(key=lambda row: (ranked[row.id] is None, ranked[row.id] or 0))  # stable: value order within
+        boards.append(board)
     return boards

@@ -36,7 +36,8 @@ Labels, `update(videos, labels={"digit": LongTensor[B], ...})`:
 By name: `create_metric("fvd")` (default extractor I3D TorchScript), `create_metric("fid", extractor=my_module)`,
 `create_metric("fvd", extractor="domain_moving_digits")`; `list_metrics()` lists the names. The math lives in
 plain functions: `frechet_distance`, `row_moments` / `merge_moments` / `covariance_from_moments` (the
-robust states of every Fréchet metric), `kernel_distance`.
+robust states of every Fréchet metric), `kernel_distance`; bootstrap draws of FD, KD and
+per-video means from features computed once are in `benchmarks.metrics.bootstrap`.
 """
 
 from benchmarks.metrics.frechet import (

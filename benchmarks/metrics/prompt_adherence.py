@@ -54,7 +54,17 @@ class PromptAdherence(VideoMetric):
 
     def update(self, videos: Tensor, labels: Mapping[str, Tensor]) -> None:
         """Add generated videos and the labels they were prompted with."""
-        videos = self.check_videos(videos, "fake")
+        verdicts = self.judge(self.check_videos(videos, "fake"), labels)
+        for head, name in enumerate(self.label_names):
+            if name in labels:
+                self.head_correct[head] += int((verdicts[f"correct/{name}"] & verdicts[f"prompted/{name}"]).sum())
+                self.head_prompted[head] += int(verdicts[f"prompted/{name}"].sum())
+        self.num_matched += int(verdicts["matched"].sum())
+        self.num_videos += verdicts["matched"].shape[0]
+
+    def judge(self, videos: Tensor, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per-video verdicts on validated videos, bool `[B]` each: `matched` (every prompted head right), and per
+        given head `correct/<name>` and `prompted/<name>`. Changes no state."""
         unknown = [name for name in labels if name not in self.label_names]
         if unknown:
             raise ValueError(
@@ -64,8 +74,8 @@ class PromptAdherence(VideoMetric):
         with torch.no_grad():
             logits = self.classifier(videos)
         matched = torch.ones(videos.shape[0], dtype=torch.bool, device=videos.device)
+        verdicts: dict[str, Tensor] = {}
         for name, target in labels.items():
-            head = self.label_names.index(name)
             target = target.to(videos.device)
             if target.shape[0] != videos.shape[0]:
                 raise ValueError(f"label '{name}' has {target.shape[0]} entries for {videos.shape[0]} videos")
@@ -79,10 +89,9 @@ class PromptAdherence(VideoMetric):
                     prompted, wanted = (target >= 0).any(dim=1), _multi_hot(target, logits[name].shape[-1])
                 correct = ((logits[name] > 0) == wanted).all(dim=-1)
             matched &= correct | ~prompted
-            self.head_correct[head] += int((correct & prompted).sum())
-            self.head_prompted[head] += int(prompted.sum())
-        self.num_matched += int(matched.sum())
-        self.num_videos += videos.shape[0]
+            verdicts[f"correct/{name}"], verdicts[f"prompted/{name}"] = correct, prompted
+        verdicts["matched"] = matched
+        return verdicts
 
     def compute(self) -> dict[str, Tensor]:
         if int(self.num_videos) == 0:

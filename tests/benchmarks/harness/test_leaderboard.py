@@ -120,8 +120,8 @@ def test_rendered_markdown_and_csv(results_dir, tmp_path):
     assert "**5**" in beta_line  # best FVD marked
     gamma_line = next(line for line in markdown.splitlines() if "`gamma.toy_micro`" in line)
     assert "missing" in gamma_line and "**0.9**" in gamma_line
-    alpha_line = next(line for line in markdown.splitlines() if "`alpha.toy_micro`" in line and "± 1.4" in line)
-    assert "11 ± 1.4" in alpha_line
+    alpha_line = next(line for line in markdown.splitlines() if "`alpha.toy_micro`" in line and "sd 1.4" in line)
+    assert "11 (sd 1.4)" in alpha_line  # no interval recorded: the std over seeds alone, never as ±
     assert "delta.toy_micro.seed0.json" in markdown.split("## Excluded result files")[1]
     rows = list(csv.DictReader(io.StringIO(files["csv"].read_text())))
     assert len(rows) == 4
@@ -165,7 +165,7 @@ def test_print_table_shows_every_protocol_and_the_excluded_files(results_dir):
     print_table(results_dir, console)
     text = console.export_text()
     assert text.count("toy v1") == 2
-    assert "beta.toy_micro" in text and "missing" in text and "11 ± 1.4" in text
+    assert "beta.toy_micro" in text and "missing" in text and "11 (sd 1.4)" in text
     assert "excluded" in text and "delta.toy_micro.seed0.json" in text
 
 
@@ -196,3 +196,18 @@ def test_a_column_where_every_row_ties_marks_no_best(tmp_path, make_result, writ
     assert board.best("fvd_domain@1x") == 3.0 and board.best("prompt_adherence@1x") is None
     markdown = build_leaderboard(root, tmp_path / "board")["markdown"].read_text()
     assert "**0**" not in markdown and "**3**" in markdown
+
+
+def test_result_json_keeps_number_arrays_on_one_line_and_round_trips(tmp_path, make_result):
+    from benchmarks.leaderboard import atomic_write_json
+
+    result = make_result(curve=[1.0, None, 3.5])
+    result["metrics"]["fvd_domain@1x"]["bootstrap"] = {
+        "low": 9.0, "high": 11.0, "level": 0.95, "method": "centred-percentile", "lower_bound": 0.0, "draws": 3,
+        "seed": 0, "n": 16, "n_real": 16, "scheme": "s", "values": [10.5, 9.75, -1e-05]}
+    result["provenance"]["command"] = "zoo bench micro x=[1,  2]"  # array-like text inside a string is kept
+    path = atomic_write_json(tmp_path / "r.json", result)
+    text = path.read_text()
+    assert '"values": [10.5, 9.75, -1e-05]' in text and '"y": [1.0, null, 3.5]' in text
+    assert json.loads(text) == result
+    validate_result(result)

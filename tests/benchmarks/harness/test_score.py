@@ -5,6 +5,8 @@ Uses the toy protocol and pixel-statistics extractors of toy_harness.py, so noth
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -29,8 +31,9 @@ from benchmarks.harness import (
 from benchmarks.harness import scoring as scoring_module
 from benchmarks.harness.provenance import sha256_file
 from benchmarks.harness.reference import ReferenceSet
-from benchmarks.harness.scoring import statistics_path
-from benchmarks.leaderboard import load_result
+from benchmarks.harness.scoring import score_samples, statistics_path
+from benchmarks.harness.uncertainty import BootstrapSettings
+from benchmarks.leaderboard import build_leaderboard, load_result
 from zoo.data import write_video
 from zoo_cli import main
 
@@ -119,6 +122,42 @@ def test_video_files_score_like_shards_and_twice_gives_identical_results(toy_env
     load_result(first_path)  # valid against the result schema
     _, again = score_external(mixed, protocol, tmp_path / "out")
     _same_scores(again, first)
+
+
+def test_every_scored_value_carries_its_bootstrap_interval(toy_env, tmp_path, monkeypatch):
+    protocol = load_protocol(toy_env)
+    write_folder(tmp_path / "s", _noisy_real(protocol), protocol, prompts=load_reference(protocol).texts)
+    path, result = score_external(tmp_path / "s", protocol, tmp_path / "out")
+    scored = [entry for entry in result["metrics"].values() if entry["value"] is not None]
+    assert {entry["variant"] for entry in scored} == {"fvd_pixels", "flicker", "motion_magnitude",
+                                                      "prompt_adherence_brightness"}
+    for entry in scored:
+        bootstrap = entry["bootstrap"]
+        assert bootstrap["low"] <= entry["value"] <= bootstrap["high"], entry["variant"]
+        assert bootstrap["level"] == 0.95 and bootstrap["draws"] == 1000 == len(bootstrap["values"])
+        assert bootstrap["seed"] == 0 and bootstrap["n"] == 16 and bootstrap["method"] == "centred-percentile"
+        # Distribution metrics resample the real clips too; the others have none.
+        assert bootstrap["n_real"] == (16 if entry["variant"] == "fvd_pixels" else None)
+    assert result["metrics"]["fvd_pixels@1x"]["bootstrap"]["lower_bound"] == 0.0
+    # The real rows are cached with the real statistics: a new process draws the very same interval.
+    stored = torch.load(next((Path(os.environ["ZOO_CACHE"]) / "reference").rglob("real-fvd_pixels-*.pt")),
+                        weights_only=True)
+    assert stored["evidence"]["groups"]["0"]["rows"].shape == (16, 3)
+    monkeypatch.setattr(scoring_module, "_REAL_STATES", {})
+    _, again = score_external(tmp_path / "s", protocol, tmp_path / "again")
+    _same_scores(again, result)
+    # Fewer draws: the first ones are the same resamples (`resample_counts` depends on nothing else).
+    few = score_samples(tmp_path / "s", protocol, bootstrap=BootstrapSettings(draws=10))
+    assert few["metrics"]["fvd_pixels@1x"]["bootstrap"]["values"] == result["metrics"]["fvd_pixels@1x"][
+        "bootstrap"]["values"][:10]
+    # The leaderboard shows value ± half-width and writes the interval's ends.
+    files = build_leaderboard(tmp_path / "out", tmp_path / "board")
+    entry = result["metrics"]["fvd_pixels@1x"]
+    half_width = (entry["bootstrap"]["high"] - entry["bootstrap"]["low"]) / 2
+    assert f"{entry['value']:.3g} ± {half_width:.2g}" in files["markdown"].read_text()
+    row = next(csv.DictReader(io.StringIO(files["csv"].read_text())))
+    assert float(row["fvd_pixels@1x_low"]) == entry["bootstrap"]["low"] and row["fvd_pixels@1x_rank"] == "1"
+    load_result(path)
 
 
 def _broken_folder(folder: Path, protocol, texts: list[str]) -> None:
@@ -262,3 +301,9 @@ def test_zoo_score_sharded_over_two_gloo_ranks_equals_one_process(toy_env, tmp_p
             assert got["value"] is None, key
         else:
             assert got["value"] == pytest.approx(entry["value"], rel=1e-9, abs=1e-12), key
+            # Rank 0 resamples every rank's per-video evidence, gathered, exactly as one process does.
+            mine, theirs = entry["bootstrap"], got["bootstrap"]
+            assert set(theirs) == set(mine), key
+            for field, value in mine.items():
+                assert theirs[field] == (value if isinstance(value, str) or value is None
+                                         else pytest.approx(value, rel=1e-5, abs=1e-12)), (key, field)
