@@ -50,7 +50,7 @@ from benchmarks.leaderboard import (
     print_table,
     validate_result,
 )
-from benchmarks.leaderboard.render import wide_console
+from benchmarks.leaderboard.render import log_console
 from zoo.config import ConfigError
 from zoo.interface import VideoGenerator
 
@@ -312,7 +312,7 @@ def run_recipe(
     protocol = load_protocol(loaded.protocol, loaded.protocol_overrides)
     device = init_from_env(resolve_device(loaded.device))
     rank = rank_and_world_size()[0]
-    console = (console or wide_console()) if rank == 0 else Console(quiet=True)
+    console = (console or log_console()) if rank == 0 else Console(quiet=True)
     names = resolve_models(loaded)
     results_root = Path(loaded.results_dir)
     console.print(f"[bold]zoo bench {loaded.name}[/bold]: protocol {protocol.name} v{protocol.version} "
@@ -341,8 +341,9 @@ def run_recipe(
             _bench_row(row, loaded, protocol, reference, device, False, console, git)
     if rank != 0:
         return [path for row in rows for path in row.targets.values()]
+    print_table(results_root, console, first_protocol=protocol.name)
     if loaded.leaderboard_dir:
-        build_leaderboard(results_root, loaded.leaderboard_dir)
-    print_table(results_root, console)
+        written = build_leaderboard(results_root, loaded.leaderboard_dir)
+        console.print("full tables: " + ", ".join(str(written[kind]) for kind in ("html", "csv") if kind in written))
     console.print(f"zoo bench {loaded.name} took {time.perf_counter() - started:.1f}s")
     return [path for row in rows for path in row.targets.values()]

@@ -97,7 +97,8 @@ def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/resul
     return destination
 
 
-def print_table(results_dir: str | Path = "leaderboard/results", console: Console | None = None) -> None:
-    """Print the leaderboard tables to the terminal (rich)."""
+def print_table(results_dir: str | Path = "leaderboard/results", console: Console | None = None,
+                first_protocol: str | None = None) -> None:
+    """Print the compact leaderboard tables (rich), `first_protocol`'s first."""
     boards, excluded = load_boards(results_dir)
-    print_boards(boards, excluded, console)
+    print_boards(boards, excluded, console, first_protocol)

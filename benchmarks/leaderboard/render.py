@@ -164,31 +164,56 @@ def render_csv(boards: list[Board]) -> str:
     return buffer.getvalue()
 
 
-def wide_console() -> Console:
-    """A rich console; when output is not a terminal (CI logs, pipes) it is wide, so tables are not squeezed."""
+LOG_WIDTH = 100  # a plain log (CI, a pipe) gets tables that fit 100 columns
+KEY_METRICS = 3  # metrics shown beside the primary one in the terminal table
+
+
+def log_console() -> Console:
+    """A rich console; when output is not a terminal (CI logs, pipes) it is LOG_WIDTH columns wide."""
     console = Console()
-    return console if console.is_terminal else Console(width=240)
+    return console if console.is_terminal else Console(width=LOG_WIDTH)
 
 
-def print_boards(boards: list[Board], excluded: list[Excluded], console: Console | None = None) -> None:
-    """Print every board as a rich table (best values in bold green), then the excluded files."""
-    console = console or wide_console()
+def key_metrics(board: Board, count: int = KEY_METRICS) -> list[str]:
+    """The metrics shown beside the primary one: at the primary's rollout, ranked (a direction), prompt adherence
+    first (the headline of a text-conditioned protocol), then in protocol order."""
+    rollout = board.primary_metric.rsplit("@", 1)[1]
+    candidates = [key for key in board.metric_keys if key != board.primary_metric and key.endswith(f"@{rollout}")
+                  and board.higher_is_better[key] is not None]
+    candidates.sort(key=lambda key: not key.startswith("prompt_adherence"))
+    return candidates[:count]
+
+
+METRIC_COLUMN_WIDTH = 12  # room for "value ± half-width" and its borders
+
+
+def print_boards(boards: list[Board], excluded: list[Excluded], console: Console | None = None,
+                 first_protocol: str | None = None) -> None:
+    """Print a compact table per board (rank on the primary metric, the whole model id, the primary metric ± its
+    interval and up to `KEY_METRICS` key metrics, as many as the console's width leaves room for; bold: rank 1),
+    `first_protocol`'s boards first, then the excluded files. The full tables are the markdown / CSV / HTML pages."""
+    console = console or log_console()
     if not boards:
         console.print("[yellow]no results yet[/yellow]: run `zoo bench quick`")
-    for board in boards:
-        table = Table(title=board.title, title_justify="left")
+    for board in sorted(boards, key=lambda board: board.protocol_name != first_protocol):
+        name_width = max(len("model"), *(len(row.id) for row in board.rows))
+        room = max(1, (console.width - name_width - 10) // METRIC_COLUMN_WIDTH)
+        keys = [board.primary_metric, *key_metrics(board)][:room]
+        rollout = board.primary_metric.rsplit("@", 1)[1]
+        table = Table(title=f"{board.title}, metrics at {rollout}", title_justify="left", caption_justify="left",
+                      caption=f"#: rank on {board.primary_metric}; ± is a 95% bootstrap half-width; rows sharing "
+                      "a rank do not differ significantly")
         table.add_column("#", justify="right")
-        table.add_column("model", overflow="fold")
-        for key in board.metric_keys:
-            table.add_column(f"{key} {arrow(board.higher_is_better[key])}", justify="right", overflow="fold")
-        for _, label in COST_COLUMNS:
-            table.add_column(label, justify="right", overflow="fold")
+        table.add_column("model", no_wrap=True, min_width=name_width)
+        for key in keys:
+            # Spaces, not underscores, so a long name wraps between words rather than mid-word.
+            header = f"{key.rsplit('@', 1)[0].replace('_', ' ')} {arrow(board.higher_is_better[key])}"
+            table.add_column(header, justify="right", min_width=METRIC_COLUMN_WIDTH - 3)
         for row in board.rows:
             cells = [rank_text(board, row), row.id]
-            for key in board.metric_keys:
+            for key in keys:
                 text = row.metrics[key].format()
                 cells.append(f"[bold green]{text}[/bold green]" if is_best(board, row, key) else text)
-            cells.extend(format_cost(key, row.cost(key)) for key, _ in COST_COLUMNS)
             table.add_row(*cells)
         console.print(table)
     for item in excluded:

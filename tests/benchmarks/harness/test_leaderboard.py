@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -211,3 +212,28 @@ def test_result_json_keeps_number_arrays_on_one_line_and_round_trips(tmp_path, m
     assert '"values": [10.5, 9.75, -1e-05]' in text and '"y": [1.0, null, 3.5]' in text
     assert json.loads(text) == result
     validate_result(result)
+
+
+def test_the_end_of_bench_table_fits_a_100_column_log_primary_protocol_first():
+    from rich.console import Console
+
+    from benchmarks.leaderboard import load_boards, print_table
+    from benchmarks.leaderboard.render import LOG_WIDTH, key_metrics
+
+    shipped = Path(__file__).resolve().parents[3] / "leaderboard" / "results"
+    boards, _ = load_boards(shipped)
+    assert len({board.protocol_name for board in boards}) >= 2
+    last = sorted(board.protocol_name for board in boards)[-1]
+    out = io.StringIO()
+    print_table(shipped, Console(file=out, width=LOG_WIDTH, color_system=None), first_protocol=last)
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= LOG_WIDTH
+    first = min(text.index(b.title) for b in boards if b.protocol_name == last)
+    assert first < min(text.index(b.title) for b in boards if b.protocol_name != last)
+    for board in boards:
+        for row in board.rows:
+            assert row.id in text  # whole names, never folded into fragments
+        assert f"{board.primary_metric.rsplit('@', 1)[0].replace('_', ' ')} " in text
+        shown = key_metrics(board)
+        assert len(shown) <= 3 and board.primary_metric not in shown
+        assert all(board.higher_is_better[key] is not None for key in shown)
