@@ -20,6 +20,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from benchmarks.metrics.bootstrap import centred_interval
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "result.schema.json"
 
 
@@ -118,19 +120,6 @@ RANKING_RULE = (
     "intervals were recorded) are compared by value alone. A diagnostic with no better direction (·, such as "
     "motion magnitude) is never ranked or bold; a column where every row shares rank 1 has no bold."
 )
-
-
-def centred_interval(estimate: float, draws: list[float] | np.ndarray, level: float,
-                     lower_bound: float | None = None) -> tuple[float, float]:
-    """`[θ̂ + q_lo - m, θ̂ + q_hi - m]`: the interval `benchmarks.metrics.bootstrap.centred_interval` writes (numpy
-    only, so the leaderboard needs no torch; a test keeps the two equal)."""
-    values = np.asarray(draws, dtype=np.float64)
-    q_low, q_high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    shift = estimate - float(values.mean())
-    low, high = float(q_low) + shift, float(q_high) + shift
-    if lower_bound is not None:
-        low, high = max(low, lower_bound), max(high, lower_bound)
-    return low, high
 
 
 # Two rows' draws pair when these fields of their bootstrap records agree.
