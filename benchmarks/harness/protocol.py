@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig
 
 from benchmarks.features import extractor_weights
-from benchmarks.metrics import registry as metric_registry
+from benchmarks.metrics.registry import MODULE_ARGUMENTS, UnknownMetricError, extractor_names
 from zoo.config import ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
 
 CONDITIONS = ("none", "text", "context")
@@ -30,8 +30,6 @@ _UNHASHED_FIELDS = ("description", "published", "seeds")
 # gives other numbers for the same videos, real set and weights. It enters every result hash, so results scored
 # before the change are neither finished nor shown beside newer ones.
 SCORING_VERSION = 1
-# The module arguments `create_metric` resolves from extractor names (as `benchmarks.metrics.registry` does).
-_MODULE_ARGUMENTS = ("extractor", "lpips_net", "classifier")
 
 
 @dataclass
@@ -169,11 +167,11 @@ def result_hash(spec_hash: str, scoring_version: int, weights_sha256: Mapping[st
 
 def _extractor_names(spec: MetricSpec) -> set[str]:
     """The extractors a metric variant loads: its own, and the defaults of the metric's other module arguments."""
-    entry = metric_registry._METRICS.get(spec.metric)  # the registry declares the defaults; it has no public reader
-    defaults = entry.default_modules if entry is not None else {}
     given = {**spec.kwargs, **({spec.extractor_arg: spec.extractor} if spec.extractor is not None else {})}
-    names = {given.get(argument, defaults.get(argument)) for argument in _MODULE_ARGUMENTS}
-    return {name for name in names if isinstance(name, str)}
+    try:
+        return set(extractor_names(spec.metric, **given).values())
+    except UnknownMetricError:  # scoring reports the metric as missing; the extractors it names still count
+        return {given[argument] for argument in MODULE_ARGUMENTS if isinstance(given.get(argument), str)}
 
 
 def metric_key(metric_id: str, rollout: int) -> str:

@@ -41,6 +41,10 @@ _METRICS: dict[str, MetricEntry] = {
 }
 
 
+# The arguments of a metric that take a module, given as one or as a `benchmarks.features` extractor name.
+MODULE_ARGUMENTS = ("extractor", "lpips_net", "classifier")
+
+
 class UnknownMetricError(KeyError):
     """A metric name that is not registered."""
 
@@ -53,19 +57,29 @@ def list_metrics(pattern: str = "*") -> list[str]:
     return sorted(name for name in _METRICS if fnmatch.fnmatch(name, pattern))
 
 
-def create_metric(name: str, **kwargs: Any) -> Metric:
-    """Build metric `name`. Module arguments (`extractor`, `lpips_net`, `classifier`) may be given as modules or as
-    `benchmarks.features` extractor names; left out, they default to the canonical extractor (e.g. FVD: I3D).
-    """
+def _entry(name: str) -> MetricEntry:
     if name not in _METRICS:
         close = difflib.get_close_matches(name, list(_METRICS), n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UnknownMetricError(f"unknown metric '{name}'{hint}; known metrics: {', '.join(list_metrics())}")
-    entry = _METRICS[name]
-    for argument in ("extractor", "lpips_net", "classifier"):
-        value = kwargs.get(argument, entry.default_modules.get(argument))
-        if isinstance(value, str):
-            from benchmarks.features import create_extractor
+    return _METRICS[name]
 
-            kwargs[argument] = create_extractor(value)
+
+def extractor_names(name: str, **kwargs: Any) -> dict[str, str]:
+    """{module argument: extractor name} that `create_metric(name, **kwargs)` resolves: the names given, else the
+    metric's defaults; arguments given as modules are left out. Builds nothing."""
+    defaults = _entry(name).default_modules
+    resolved = {argument: kwargs.get(argument, defaults.get(argument)) for argument in MODULE_ARGUMENTS}
+    return {argument: value for argument, value in resolved.items() if isinstance(value, str)}
+
+
+def create_metric(name: str, **kwargs: Any) -> Metric:
+    """Build metric `name`. Module arguments (`MODULE_ARGUMENTS`) may be given as modules or as
+    `benchmarks.features` extractor names; left out, they default to the canonical extractor (e.g. FVD: I3D).
+    """
+    entry = _entry(name)
+    for argument, extractor in extractor_names(name, **kwargs).items():
+        from benchmarks.features import create_extractor
+
+        kwargs[argument] = create_extractor(extractor)
     return entry.cls(**kwargs)
