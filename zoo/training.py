@@ -7,8 +7,10 @@ states of every rank, and the train loader (`zoo.data.resumable`) its position i
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torch import nn
 
 from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
 from zoo.interface import VideoGenerator
@@ -133,6 +137,117 @@ class RandomStateCheckpoint(L.Callback):
         _set_rng_state(ranks[self.rank % len(ranks)])
 
 
+class StepProgressBar(RichProgressBar):
+    """One bar over the whole run, `step k/max_steps` with the loss.
+
+    Lightning's default bar counts epochs, which a run bounded by max_steps does not have (it showed `Epoch 0/-2`).
+    """
+
+    @property
+    def total_train_batches(self) -> int:
+        return self.trainer.max_steps
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "step"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.train_progress_bar_id is None:  # created once: epochs are not reset
+            super().on_train_epoch_start(trainer, pl_module)
+            self._update(self.train_progress_bar_id, trainer.global_step)  # a resumed run starts where it stopped
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.train_progress_bar_id is None:  # resumed mid-epoch
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the log folder's version number, not a training quantity
+        return metrics
+
+
+def eval_modules_outside_frozen_parts(model: nn.Module) -> list[str]:
+    """Names of the modules in eval mode that are not inside a frozen part.
+
+    A frozen part is a module in eval mode whose parameters (at least one) all have requires_grad False: the frozen
+    autoencoder, for instance. A parameterless module (dropout) counts as frozen only inside one.
+    """
+    frozen: list[str] = []
+    outside: list[str] = []
+    for name, module in model.named_modules():  # parents come before their children
+        if module.training or any(name.startswith(f"{part}.") for part in frozen):
+            continue
+        parameters = list(module.parameters())
+        if parameters and not any(p.requires_grad for p in parameters):
+            frozen.append(name)
+        else:
+            outside.append(name)
+    return outside
+
+
+class FrozenPartsInEvalMode(L.Callback):
+    """Silences Lightning's "Found N module(s) in eval mode" when every such module is inside a frozen part.
+
+    Frozen parts stay in eval mode by design; a trainable module left in eval mode (dropout off, norms not
+    updating) still warns.
+    """
+
+    def __init__(self) -> None:
+        self._silenced: warnings.catch_warnings | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning warns after this hook and before on_train_start (FitLoop.on_run_start).
+        if not eval_modules_outside_frozen_parts(pl_module):
+            self._silenced = warnings.catch_warnings()
+            self._silenced.__enter__()
+            warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", PossibleUserWarning)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._silenced is not None:
+            self._silenced.__exit__(None, None, None)
+            self._silenced = None
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "try installing [litlogger]" not in record.getMessage()
+
+
+_LITLOGGER_TIP = _DropLitLoggerTip()
+
+
+def silence_lightning_notes() -> None:
+    """Hide three Lightning messages that ask nothing of a zoo user; call before building a max_steps Trainer.
+
+    The litlogger advert is logged by every Trainer that has no LitLogger, and no setting turns it off. The pytree
+    FutureWarning is Lightning's own call to torch (lightning/pytorch/utilities/_pytree.py), not ours. "The number
+    of training batches is smaller than the logging interval" does not apply to a run bounded by max_steps: Lightning
+    logs every log_every_n_steps global steps across epoch boundaries.
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_module  # holds the logger rank_zero_info uses
+
+    rank_zero_module.log.addFilter(_LITLOGGER_TIP)  # idempotent
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning,
+                            r"lightning\.pytorch\.utilities\._pytree")
+    warnings.filterwarnings("ignore", r"The number of training batches \(\d+\) is smaller than the logging interval",
+                            PossibleUserWarning, r"lightning\.pytorch\.loops\.fit_loop")
+
+
+def quiet_fit_callbacks(progress_bar: bool) -> list[L.Callback]:
+    """Callbacks for a max_steps fit whose output shows only what is the user's to act on (see above)."""
+    return [FrozenPartsInEvalMode(), *([StepProgressBar()] if progress_bar else [])]
+
+
 def _check_data_fits_model(model: VideoGenerator, dataset: Any) -> None:
     channels, size, _ = model.frame_size
     if dataset.channels != channels or dataset.image_size != size:
@@ -211,6 +326,7 @@ def train_model(
 
     cfg = trainer_cfg or TrainerConfig()
     out_dir = Path(out_dir)
+    silence_lightning_notes()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     checkpoint_dir = out_dir / "checkpoints"
     checkpointing = ModelCheckpoint(
@@ -228,7 +344,8 @@ def train_model(
         enable_progress_bar=cfg.enable_progress_bar,
         deterministic=cfg.deterministic,
         default_root_dir=str(out_dir),
-        callbacks=[checkpointing, RandomStateCheckpoint(cfg.seed), *callbacks],
+        callbacks=[checkpointing, RandomStateCheckpoint(cfg.seed), *quiet_fit_callbacks(cfg.enable_progress_bar),
+                   *callbacks],
         limit_val_batches=0,
         enable_model_summary=False,
         # The train loader shards itself over ranks (zoo.data.resumable), so its order is resumable and matches

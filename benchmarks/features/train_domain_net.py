@@ -106,8 +106,10 @@ def network_config(recipe: DomainNetRecipe) -> DomainNetConfig:
 def train(recipe: DomainNetRecipe) -> dict:
     """Train, evaluate on held-out clips, save weights + record; returns the record."""
     from zoo.data import create_dataset
+    from zoo.training import quiet_fit_callbacks, silence_lightning_notes
 
     torch.set_num_threads(recipe.threads)
+    silence_lightning_notes()
     L.seed_everything(recipe.seed, workers=True)
     config = network_config(recipe)
     module = DomainNetModule(config, recipe.learning_rate, recipe.weight_decay, recipe.steps)
@@ -121,6 +123,7 @@ def train(recipe: DomainNetRecipe) -> dict:
         enable_checkpointing=False,
         enable_model_summary=False,
         deterministic=True,
+        callbacks=quiet_fit_callbacks(progress_bar=True),
     )
     started = time.perf_counter()
     trainer.fit(module, loader)

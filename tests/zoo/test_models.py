@@ -84,6 +84,7 @@ def test_conditions_accepted_or_rejected(model, kind):
 
 
 def test_checkpoint_round_trips_give_identical_samples(model, tmp_path):
+    model.train()  # the fixture's model is in eval mode for sampling
     result = train_model(
         model, "moving_digits", tmp_path, TrainerConfig(max_steps=2, batch_size=2, enable_progress_bar=False),
         data_overrides={"image_size": model.config.image_size},

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import csv
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from zoo.config import ConfigError
 from zoo.data.resumable import ResumableDataLoader, ShardedShuffleSampler
 from zoo.plugins import import_plugins
 from zoo.registry import create_model
-from zoo.training import TrainerConfig, latest_checkpoint, per_process_batch_size, train_model
+from zoo.training import (
+    StepProgressBar,
+    TrainerConfig,
+    eval_modules_outside_frozen_parts,
+    latest_checkpoint,
+    per_process_batch_size,
+    train_model,
+)
 
 plugin = sys.modules[import_plugins([str(Path(__file__).with_name("plugin_models.py"))])[0]]
 
@@ -111,6 +120,63 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> Non
     assert any(not torch.allclose(reference[name], initial[name], atol=1e-3) for name in reference)  # it trained
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), name
+
+
+class BarRecorder(L.Callback):
+    """Records the step bar's (total, completed, description) after every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float | None, float, str]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        bar = trainer.progress_bar_callback
+        assert isinstance(bar, StepProgressBar)
+        task = bar.progress.tasks[bar.train_progress_bar_id]
+        self.seen.append((task.total, task.completed, task.description))
+
+
+def test_progress_bar_counts_steps_of_max_steps_across_epochs_and_resume(tmp_path: Path) -> None:
+    def run(max_steps: int) -> list[tuple[float | None, float, str]]:
+        recorder = BarRecorder()
+        config = TrainerConfig(max_steps=max_steps, batch_size=4, checkpoint_every_n_steps=5)
+        train_model(create_model("tiny_denoiser"), "moving_digits", tmp_path, config, data_overrides=TINY_DATA,
+                    callbacks=[recorder])
+        return recorder.seen
+
+    # 6 steps per epoch: the bar runs on through the epoch boundary instead of restarting.
+    assert run(8) == [(8, step, "step") for step in range(1, 9)]
+    assert run(10) == [(10, 9, "step"), (10, 10, "step")]  # a resumed run continues from its step
+
+
+def eval_mode_warnings(model: torch.nn.Module, out: Path) -> list[str]:
+    """Lightning's eval-mode warnings while train_model fits `model` for one step."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_model(model, "moving_digits", out, TrainerConfig(max_steps=1, batch_size=4, enable_progress_bar=False),
+                    data_overrides=TINY_DATA)
+    return [str(w.message) for w in caught if w.category is PossibleUserWarning and "in eval mode" in str(w.message)]
+
+
+def test_frozen_parts_in_eval_mode_do_not_warn_trainable_ones_do(tmp_path: Path) -> None:
+    frozen = create_model("tiny_denoiser")
+    frozen.net[0].requires_grad_(False).eval()
+    assert eval_modules_outside_frozen_parts(frozen) == []
+    assert eval_mode_warnings(frozen, tmp_path / "frozen") == []
+    trainable = create_model("tiny_denoiser")
+    trainable.net[0].eval()  # trains, but with eval-mode behaviour: the user should hear of it
+    assert eval_modules_outside_frozen_parts(trainable) == ["net.0"]
+    assert eval_mode_warnings(trainable, tmp_path / "trainable") == [
+        "Found 1 module(s) in eval mode at the start of training. This may lead to unexpected behavior during "
+        "training. If this is intentional, you can ignore this warning."
+    ]
+
+
+def test_a_parameterless_module_in_eval_mode_is_frozen_only_inside_a_frozen_part() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(),
+                                torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()))
+    model[1].eval()
+    model[2].requires_grad_(False).eval()
+    assert eval_modules_outside_frozen_parts(model) == ["1"]
 
 
 def logged_losses(run: Path) -> dict[int, float]:

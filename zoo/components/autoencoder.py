@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
-from zoo.training import TrainerConfig
+from zoo.training import TrainerConfig, quiet_fit_callbacks, silence_lightning_notes
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "autoencoders"
 AUTOENCODER_KINDS = ("kl", "vq")
@@ -472,6 +472,7 @@ def train_autoencoder(
     trainer_cfg = trainer_cfg or TrainerConfig(enable_progress_bar=False)
     max_steps = trainer_cfg.max_steps if max_steps is None else max_steps
     L.seed_everything(train_cfg.seed, workers=True, verbose=False)
+    silence_lightning_notes()
     datamodule = VideoDataModule(
         data,
         batch_size=train_cfg.batch_size,
@@ -492,7 +493,8 @@ def train_autoencoder(
         enable_model_summary=False,
         enable_progress_bar=trainer_cfg.enable_progress_bar,
     )
-    L.Trainer(max_steps=max_steps, limit_val_batches=0, **quiet).fit(module, datamodule=datamodule)
+    callbacks = quiet_fit_callbacks(trainer_cfg.enable_progress_bar)
+    L.Trainer(max_steps=max_steps, limit_val_batches=0, callbacks=callbacks, **quiet).fit(module, datamodule=datamodule)
 
     ae = module.autoencoder.cpu().eval()
     # Round to the stored precision first, so the reported numbers describe the saved file.

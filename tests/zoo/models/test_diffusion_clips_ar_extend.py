@@ -192,6 +192,7 @@ def test_both_parts_learn_on_moving_digits(tmp_path):
         tokens = model.vq_autoencoder.encode_video_tokens(batch["video"])
     marginal = _unigram_entropy(tokens, model.vq_autoencoder.codebook_size)
     before = _part_losses(model, batch)
+    model.train()  # the loss helper left it in eval mode
     train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=100, batch_size=8, enable_progress_bar=False))
     after = _part_losses(model, batch)
     assert after["diffusion"] <= before["diffusion"] / 2, (

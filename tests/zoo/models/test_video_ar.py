@@ -134,6 +134,7 @@ def test_loss_falls_below_the_token_marginal_on_moving_digits(tmp_path):
     frequencies = frequencies[frequencies > 0] / frequencies.sum()
     marginal = float(-(frequencies * frequencies.log()).sum())
     before = _held_out_loss(model, batch)
+    model.train()  # the loss helper left it in eval mode
     train_model(model, "moving_digits", tmp_path,
                 TrainerConfig(max_steps=100, batch_size=8, enable_progress_bar=False, accelerator="cpu"))
     after = _held_out_loss(model, batch)
