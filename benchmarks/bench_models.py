@@ -28,6 +28,7 @@ CAPTION = "a 3 moving left"
 @dataclass
 class Measurement:
     """One timed run: `rate` is training steps/s (`kind` "train") or generated frames/s (`kind` "generate").
+    `precision` ("32" or "bf16", training only) is the autocast dtype of the loss.
 
     kv_cache is None for a model without a cache; sampling_steps is None for one without a diffusion part, else the
     step count of every sampler (or of each, "/"-joined, at the config's defaults).
@@ -40,6 +41,7 @@ class Measurement:
     kv_cache: bool | None
     sampling_steps: str | None
     seconds: float
+    precision: str = "32"
 
     @property
     def rate(self) -> float:
@@ -63,18 +65,21 @@ def _conditioning(model: VideoGenerator, batch: int) -> Conditioning:
     return Conditioning(text=[CAPTION] * batch) if "text" in model.supported_conditions else Conditioning()
 
 
-def time_training(model: VideoGenerator, batch: int, steps: int) -> float:
-    """Seconds per optimisation step (loss, backward, AdamW) on random clips, after one untimed warm-up step."""
+# Training precisions compared side by side: the trainer's `precision` setting of each (Lightning runs bf16-mixed
+# on CPU as torch.autocast with bfloat16, which is what is timed here).
+PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
+
+
+def time_training(model: VideoGenerator, batch: int, steps: int, precision: str = "32") -> float:
+    """Seconds per optimisation step (loss, backward, AdamW) on random clips, after one untimed warm-up step,
+    in `precision` ("32", or "bf16": autocast to bfloat16 as Lightning's bf16-mixed does)."""
     model.train()
-    optimizer = model.configure_optimizers()
-    generator = torch.Generator().manual_seed(0)
-    clips = {
-        "video": torch.rand(batch, model.clip_length, *model.frame_size, generator=generator),
-        "text": [CAPTION] * batch,
-    }
+    optimizer = model.configure_optimizers()["optimizer"]
+    clips = _training_clips(model, batch)
 
     def step() -> None:
-        out = model.compute_loss(clips)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model.compute_loss(clips)
         loss = out["loss"] if isinstance(out, dict) else out
         loss.backward()
         optimizer.step()
@@ -85,6 +90,29 @@ def time_training(model: VideoGenerator, batch: int, steps: int) -> float:
     for _ in range(steps):
         step()
     return (time.perf_counter() - started) / steps
+
+
+def _training_clips(model: VideoGenerator, batch: int) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    return {"video": torch.rand(batch, model.clip_length, *model.frame_size, generator=generator),
+            "text": [CAPTION] * batch}
+
+
+def bf16_loss_error(model: VideoGenerator, batch: int, repeats: int = 4) -> float:
+    """|loss_bf16 - loss_fp32| / loss_fp32 on the same clips and noise (mean over `repeats` seeds): how far bf16
+    autocast moves what is optimised."""
+    model.train()
+    clips = _training_clips(model, batch)
+    errors = []
+    for seed in range(repeats):
+        losses = []
+        for enabled in (False, True):
+            torch.manual_seed(seed)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                out = model.compute_loss(clips)
+            losses.append(float(out["loss"] if isinstance(out, dict) else out))
+        errors.append(abs(losses[1] - losses[0]) / max(abs(losses[0]), 1e-12))
+    return sum(errors) / len(errors)
 
 
 def time_generation(model: VideoGenerator, batch: int, frames: int) -> float:
@@ -101,8 +129,10 @@ def measure_model(
     steps: Sequence[int],
     train_steps: int,
     config: str | None = None,
+    precisions: Sequence[str] = ("32",),
 ) -> Iterator[Measurement]:
-    """Measurements of model `name`: training, generation per length (cache on/off), and per sampler step count."""
+    """Measurements of model `name`: training per precision, generation per length (cache on/off), and per sampler
+    step count."""
     defaults = model_config(name, config_path=config)  # a preset name or a YAML path
     step_keys = diffusion_step_keys(defaults)
     has_cache = hasattr(defaults, "use_kv_cache")
@@ -113,7 +143,9 @@ def measure_model(
         return create_model(name, config_path=config, overrides=list(overrides) or None)
 
     model = build()
-    yield Measurement(name, "train", batch, model.clip_length, None, None, time_training(model, batch, train_steps))
+    for precision in precisions:
+        seconds = time_training(model, batch, train_steps, precision)
+        yield Measurement(name, "train", batch, model.clip_length, None, None, seconds, precision)
     frames = [length for length in frames if model.can_extend or length <= model.clip_length]
     for num_frames in frames:
         for use_cache in (True, False) if has_cache else (None,):
@@ -145,24 +177,35 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     parser.add_argument("--steps", default="10,25,50", help="comma-separated sampler step counts (diffusion parts)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precisions", default="32,bf16",
+                        help=f"comma-separated training precisions, side by side: {', '.join(PRECISIONS)}")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     if args.config is not None and len(names) != 1:
         parser.error("--config applies to one model: pass --models NAME with it")
+    precisions = [value.strip() for value in args.precisions.split(",") if value.strip()]
+    if unknown := sorted(set(precisions) - set(PRECISIONS)):
+        parser.error(f"unknown precision '{unknown[0]}'; use {', '.join(PRECISIONS)}")
     frames = [int(value) for value in args.frames.split(",") if value.strip()]
     steps = [int(value) for value in args.steps.split(",") if value.strip()]
     print(f"# batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
           f"{args.config or 'tiny'} configs, random weights (timing only)")
-    print(f"{'model':<26} {'measure':<9} {'frames':>6} {'kv_cache':>8} {'steps':>8} {'rate':>9} {'unit':<9} {'s':>8}")
+    print(f"{'model':<26} {'measure':<11} {'frames':>6} {'kv_cache':>8} {'steps':>8} {'rate':>9} {'unit':<9} "
+          f"{'s':>8}")
     results = []
     for name in names:
-        for result in measure_model(name, args.batch, frames, steps, args.train_steps, args.config):
+        for result in measure_model(name, args.batch, frames, steps, args.train_steps, args.config, precisions):
             results.append(result)
             unit = "steps/s" if result.kind == "train" else "frames/s"
-            print(f"{name:<26} {result.kind:<9} {result.frames:>6} {_cell(result.kv_cache):>8} "
+            measure = f"train/{result.precision}" if result.kind == "train" else result.kind
+            print(f"{name:<26} {measure:<11} {result.frames:>6} {_cell(result.kv_cache):>8} "
                   f"{_cell(result.sampling_steps):>8} {result.rate:>9.2f} {unit:<9} {result.seconds:>8.2f}", flush=True)
+        if "bf16" in precisions:
+            torch.manual_seed(0)
+            error = bf16_loss_error(create_model(name, config_path=args.config), args.batch)
+            print(f"{name:<26} bf16 loss vs fp32 on the same clips and noise: {error:.2e} relative", flush=True)
     return results
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,7 +18,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from zoo.config import ConfigError
+
 CONDITION_KINDS = ("text", "context", "script", "end_context")
+# "constant" after warm-up, or "cosine": decay to 0 at the trainer's max_steps.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConditioningError(ValueError):
@@ -55,13 +61,43 @@ class Conditioning:
 
 @dataclass
 class ModelConfig:
-    """Fields every model config has; a model's own dataclass extends it (unknown keys are errors)."""
+    """Fields every model config has; a model's own dataclass extends it (unknown keys are errors).
+
+    lr_warmup_steps / lr_schedule: linear warm-up, then "constant" or "cosine" to 0 at the trainer's max_steps (so
+    a cosine run resumed with a larger max_steps is not the prefix of one trained that long from the start).
+    ema_decay: exponential moving average of the weights that sampling uses (0 = none); its decay warms up as
+    min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs average only their last steps.
+    """
 
     image_size: int = 32
     channels: int = 1
     clip_length: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    lr_warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    ema_decay: float = 0.0
+
+    def check_optimisation(self) -> None:
+        """One-line errors for the optimisation fields (called by `VideoGenerator`, so a model config's own
+        `__post_init__` need not remember to call this one)."""
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got '{self.lr_schedule}'")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1) (0 = no EMA), got {self.ema_decay}")
+        if self.lr_warmup_steps < 0:
+            raise ConfigError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
+
+
+def lr_factor(step: int, warmup: int, schedule: str, total: int | None) -> float:
+    """Multiplier of the base learning rate at optimiser step `step`: linear warm-up over `warmup` steps, then 1
+    ("constant") or a cosine to 0 at `total` ("cosine"; constant when the run length is unknown)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total is None or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class VideoGenerator(L.LightningModule, abc.ABC):
@@ -78,6 +114,7 @@ class VideoGenerator(L.LightningModule, abc.ABC):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        config.check_optimisation()
         self.config = config
         # Stored as a plain dict so Lightning checkpoints reload without unpickling dataclasses.
         self.save_hyperparameters({"model_name": self.model_name, "config": dataclasses.asdict(config)})
@@ -136,9 +173,17 @@ class VideoGenerator(L.LightningModule, abc.ABC):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0], sync_dist=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (fused: one kernel for all parameters) with linear warm-up, then constant or cosine decay per step."""
         trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay, fused=True)
+        attached = self._trainer is not None
+        total = self.trainer.max_steps if attached and self.trainer.max_steps > 0 else None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(lr_factor, warmup=self.config.lr_warmup_steps,
+                                         schedule=self.config.lr_schedule, total=total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- generation ----------------------------------------------------------------------------------
     @abc.abstractmethod

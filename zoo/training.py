@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
@@ -248,6 +248,31 @@ def quiet_fit_callbacks(progress_bar: bool) -> list[L.Callback]:
     return [FrozenPartsInEvalMode(), *([StepProgressBar()] if progress_bar else [])]
 
 
+def ema_average(decay: float):
+    """`AveragedModel` avg_fn of an EMA whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates
+    (as diffusers' EMAModel), so that a run of a few hundred steps does not keep its random start."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        warm = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return averaged + (current - averaged) * (1.0 - warm)
+
+    return average
+
+
+class SamplingEMA(WeightAveraging):
+    """Lightning's weight averaging with a warmed-up EMA (`ema_average`): checkpoints hold the averaged weights,
+    which sampling uses, and keep the raw ones for resuming. The final checkpoint is written at the end of training,
+    before the averaged weights replace the raw ones in the model (after that, the raw ones are gone)."""
+
+    def __init__(self, decay: float, final_checkpoint: Path) -> None:
+        super().__init__(avg_fn=ema_average(decay), use_buffers=True)
+        self.final_checkpoint = final_checkpoint
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.final_checkpoint, weights_only=False)
+        super().on_train_end(trainer, pl_module)
+
+
 def _check_data_fits_model(model: VideoGenerator, dataset: Any) -> None:
     channels, size, _ = model.frame_size
     if dataset.channels != channels or dataset.image_size != size:
@@ -332,6 +357,8 @@ def train_model(
     checkpointing = ModelCheckpoint(
         dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every_n_steps
     )
+    last = checkpoint_dir / "last.ckpt"
+    averaging = [SamplingEMA(model.config.ema_decay, last)] if model.config.ema_decay else []
     trainer = L.Trainer(
         max_steps=cfg.max_steps,
         accelerator=cfg.accelerator,
@@ -345,7 +372,7 @@ def train_model(
         deterministic=cfg.deterministic,
         default_root_dir=str(out_dir),
         callbacks=[checkpointing, RandomStateCheckpoint(cfg.seed), *quiet_fit_callbacks(cfg.enable_progress_bar),
-                   *callbacks],
+                   *averaging, *callbacks],
         limit_val_batches=0,
         enable_model_summary=False,
         # The train loader shards itself over ranks (zoo.data.resumable), so its order is resumable and matches
@@ -359,7 +386,6 @@ def train_model(
                                  seed=cfg.seed)
     datamodule.setup("fit")
     _check_data_fits_model(model, datamodule.train_dataset)
-    last = checkpoint_dir / "last.ckpt"
     resume = latest_checkpoint(out_dir, model)
     started = time.perf_counter()
     try:
@@ -368,7 +394,8 @@ def train_model(
         good = latest_checkpoint(out_dir, model)
         where = f"{good[0]}, step {good[1]}" if good else "none was written yet"
         raise FloatingPointError(f"{exc} ({where})") from exc
-    trainer.save_checkpoint(last, weights_only=False)  # False: the full training state, so a longer run resumes
+    if not averaging:  # (SamplingEMA wrote it before swapping in the averaged weights)
+        trainer.save_checkpoint(last, weights_only=False)  # False: the full training state, so a longer run resumes
     loss = trainer.callback_metrics.get("train/loss")
     return TrainResult(
         checkpoint=last,

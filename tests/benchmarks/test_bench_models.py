@@ -40,7 +40,9 @@ def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
         "--steps", "1,2", "--train-steps", "1",
     ])
     rows = [(r.kind, r.frames, r.kv_cache, r.sampling_steps) for r in results]
+    assert [r.precision for r in results if r.kind == "train"] == ["32", "bf16"]
     assert rows == [
+        ("train", 3, None, None),
         ("train", 3, None, None),
         ("generate", 4, True, "3"),
         ("generate", 4, False, "3"),
@@ -52,10 +54,21 @@ def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
         if result.kind == "generate":
             assert math.isclose(result.rate, 2 * 4 / result.seconds)
     output = capsys.readouterr().out
-    printed = re.findall(r"^interleaved_latent\s+(train|generate)\s+(\d+)\s+(\S+)\s+(\S+)\s+([\d.]+)\s", output, re.M)
+    printed = re.findall(r"^interleaved_latent\s+(train/32|train/bf16|generate)\s+(\d+)\s+(\S+)\s+(\S+)\s+([\d.]+)\s", output, re.M)
     assert [(kind, int(frames), cache, steps) for kind, frames, cache, steps, _ in printed] == [
-        ("train", 3, "-", "-"), ("generate", 4, "on", "3"), ("generate", 4, "off", "3"),
+        ("train/32", 3, "-", "-"), ("train/bf16", 3, "-", "-"), ("generate", 4, "on", "3"), ("generate", 4, "off", "3"),
         ("generate", 4, "on", "1"), ("generate", 4, "on", "2"),
     ]
     assert all(float(rate) > 0 for *_, rate in printed)
     assert "random weights (timing only)" in output
+    # bf16 autocast moves the loss by rounding only (bfloat16 keeps ~3 significant digits).
+    error = float(re.search(r"bf16 loss vs fp32 on the same clips and noise: (\S+) relative", output).group(1))
+    assert 0 < error < 0.05
+
+
+def test_rejects_an_unknown_precision(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--models", "video_ar", "--precisions", "fp8"])
+    assert "unknown precision 'fp8'" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from zoo.config import ConfigError
 from zoo.data.resumable import ResumableDataLoader, ShardedShuffleSampler
+from zoo.interface import lr_factor
 from zoo.plugins import import_plugins
 from zoo.registry import create_model
 from zoo.training import (
@@ -249,3 +250,65 @@ def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(t
         assert torch.allclose(value, same_batch[name], atol=1e-5, rtol=0), name
     gap = max((other_batch[name] - same_batch[name]).abs().max().item() for name in same_batch)
     assert gap > 1e-3
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine_to_zero_at_max_steps() -> None:
+    factors = [lr_factor(step, warmup=4, schedule="cosine", total=12) for step in range(13)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[8] == pytest.approx(0.5) and factors[12] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
+    assert [lr_factor(step, 2, "constant", 12) for step in (0, 1, 5, 11)] == [0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(50, 0, "cosine", None) == 1.0  # run length unknown (no trainer): constant
+    with pytest.raises(ConfigError, match=r"lr_schedule must be one of \['constant', 'cosine'\], got 'linear'"):
+        create_model("tiny_denoiser", overrides=["lr_schedule=linear"])
+    with pytest.raises(ConfigError, match=r"ema_decay must be in \[0, 1\)"):
+        create_model("tiny_denoiser", overrides=["ema_decay=1.5"])
+
+
+class RawWeights(L.Callback):
+    """The raw (not averaged) weights after every optimiser step."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append({name: p.detach().clone() for name, p in pl_module.named_parameters()})
+
+
+EMA_MODEL = ["ema_decay=0.5", "lr_warmup_steps=2", "lr_schedule=cosine"]
+
+
+def test_ema_checkpoint_holds_the_warmed_up_average_and_keeps_raw_weights_for_resuming(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    model = create_model("tiny_denoiser", overrides=EMA_MODEL)
+    raw = RawWeights()
+    config = TrainerConfig(max_steps=6, batch_size=4, checkpoint_every_n_steps=5, enable_progress_bar=False)
+    train_model(model, "moving_digits", tmp_path, config, data_overrides=TINY_DATA, callbacks=[raw])
+    expected = dict(raw.steps[0])  # the first update copies; then decay min(0.5, (1 + n) / (10 + n))
+    for updates, weights in enumerate(raw.steps[1:], start=1):
+        keep = min(0.5, (1 + updates) / (10 + updates))
+        expected = {name: expected[name] * keep + weights[name] * (1 - keep) for name in expected}
+    checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    for name, value in expected.items():
+        torch.testing.assert_close(checkpoint["state_dict"][name], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-5, atol=1e-6)  # what sampling uses
+        assert torch.equal(checkpoint["current_model_state"][name], raw.steps[-1][name])
+    assert checkpoint["lr_schedulers"][0]["_last_lr"] == [0.0]  # cosine reached 0 at max_steps
+
+
+def test_ema_run_stopped_and_resumed_equals_uninterrupted_run(tmp_path: Path) -> None:
+    # Constant after warm-up: a cosine run's schedule depends on its max_steps, so a shorter run is no prefix.
+    def run(out: Path, max_steps: int) -> dict[str, torch.Tensor]:
+        L.seed_everything(0, verbose=False)
+        model = create_model("tiny_denoiser", overrides=["ema_decay=0.5", "lr_warmup_steps=2"])
+        config = TrainerConfig(max_steps=max_steps, batch_size=4, checkpoint_every_n_steps=5,
+                               enable_progress_bar=False)
+        train_model(model, "moving_digits", out, config, data_overrides=TINY_DATA)
+        return torch.load(out / "checkpoints/last.ckpt", weights_only=True)
+
+    reference = run(tmp_path / "reference", 8)
+    run(tmp_path / "resumed", 3)
+    resumed = run(tmp_path / "resumed", 8)
+    for key in ("state_dict", "current_model_state"):
+        for name, value in reference[key].items():
+            assert torch.equal(resumed[key][name], value), (key, name)
