@@ -183,7 +183,8 @@ def _load_real_state(metric: Metric, tap: EvidenceTap | None, spec: MetricSpec, 
     return path, status, stored["evidence"]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message (what a missing metric records)."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
@@ -210,8 +211,8 @@ def prepare_metric(
                 metric, prepared.tap, spec, protocol, reference, rollout, sha256)
         return prepared
     except Exception as exc:  # missing weights, a broken extractor: the run goes on, the metric shows as missing
-        warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {_first_line(exc)}", stacklevel=2)
-        return PreparedMetric(spec, None, "", _first_line(exc))
+        warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {first_line(exc)}", stacklevel=2)
+        return PreparedMetric(spec, None, "", first_line(exc))
 
 
 def clip_window(videos: Tensor, spec: MetricSpec, frames: int) -> Tensor:
@@ -275,7 +276,18 @@ def _bootstrap(prepared: PreparedMetric, value: float, manifest: SampleManifest,
                                prepared.real_evidence,
                                manifest.reference_index, num_real, settings, prepared.metric.device)
     except Exception as exc:  # an interval that cannot be drawn leaves the value without one, never wrong
-        return missing_bootstrap(_first_line(exc))
+        return missing_bootstrap(first_line(exc))
+
+
+def summary_value(output: dict[str, Any] | Tensor | float) -> float:
+    """The scalar a metric's output is recorded as: its value, or for a curve the mean of its finite points (nan
+    when there are none)."""
+    value = output["value"] if isinstance(output, dict) else output
+    value = torch.as_tensor(value).double().flatten().cpu()
+    if value.numel() == 1:
+        return float(value.item())
+    finite = [float(v) for v in value if math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _finish(
@@ -295,7 +307,7 @@ def _finish(
             warnings.filterwarnings("ignore", message=".*called before the ``update`` method")
             output = prepared.metric.compute()
     except Exception as exc:
-        entry["missing_reason"] = _first_line(exc)
+        entry["missing_reason"] = first_line(exc)
         return entry, None
     output = output if isinstance(output, dict) else {"value": output}
     value = torch.as_tensor(output["value"]).double().flatten().cpu()
@@ -305,8 +317,8 @@ def _finish(
         if count in output and torch.as_tensor(output[count]).numel() == 1:
             entry[count] = int(torch.as_tensor(output[count]).item())
     curve = None
+    scalar = summary_value(value)
     if value.numel() > 1:
-        finite = [float(v) for v in value if math.isfinite(float(v))]
         frames = manifest.num_frames if prepared.spec.clip == "all" else protocol.frames
         width = frames / value.numel()
         curve = {"x": [round((i + 0.5) * width - 0.5, 3) for i in range(value.numel())],
@@ -314,9 +326,6 @@ def _finish(
                  "x_label": "frame", "metric": prepared.spec.metric,
                  "higher_is_better": prepared.spec.higher_is_better}
         details["summary"] = "mean over the curve"
-        scalar = sum(finite) / len(finite) if finite else math.nan
-    else:
-        scalar = float(value.item())
     if math.isfinite(scalar):
         entry["value"] = scalar
         if settings is not None:
@@ -369,7 +378,7 @@ def _score_folder(
                     else:
                         item.metric.update(window)
             except Exception as exc:
-                item.metric, item.missing_reason = None, _first_line(exc)
+                item.metric, item.missing_reason = None, first_line(exc)
         active = [item for item in active if item.metric is not None]
     agreed = all_ranks_agree([item.metric is not None for item in prepared], extractors.device)
     for item, ok in zip(prepared, agreed, strict=True):
