@@ -66,11 +66,12 @@ def summary(record: dict[str, Any], key: str) -> str:
     n_own = spec["num_generated"] if rollout == 1 else spec.get("long_rollout_videos", spec["num_generated"])
     if own is not None and own.get("mean") is not None:
         parts.append(f"held-out real clips scored as a model at this protocol's counts ({n_own} generated vs "
-                     f"{spec['num_real']} real) give {key} {cell_text(own)}: no model can be told apart from real "
-                     "data by less")
+                     f"{spec['num_real']} real) give {key} {cell_text(own)}, the value real data itself gets at "
+                     "these counts (the floor of that column)")
     largest = max(record["counts"])
     for real_set, label in (("protocol", f"{spec['num_real']} real"), ("matched", f"{largest} real")):
         row = next((r for r in record["rows"] if r["real_set"] == real_set and r["n"] == largest), None)
         if row is not None and key in row["metrics"] and row["metrics"][key].get("mean") is not None:
             parts.append(f"{largest} vs {label}: {cell_text(row['metrics'][key])}")
-    return "; ".join(parts) + f" (mean ± sd over {seeds} disjoint held-out set{'s' if seeds > 1 else ''})."
+    text = "; ".join(parts) + f" (mean ± sd over {seeds} disjoint held-out set{'s' if seeds > 1 else ''})."
+    return text[:1].upper() + text[1:]

@@ -270,7 +270,7 @@ def test_the_real_data_floor_is_tabled_and_plotted_under_its_own_result_hash_onl
     files = build_leaderboard(root, board_dir)
     markdown, page = files["markdown"].read_text(), files["html"].read_text()
     assert "**Real-data floor** (`zoo protocol floor toy`, `floors/toy.json`)" in markdown
-    assert "at this protocol's counts (16 generated vs 32 real) give fvd_domain@1x 41 ± 1" in markdown
+    assert "at this protocol's counts (16 generated vs 32 real) give fvd_domain@1x 41 ± 1, the value real data itself gets" in markdown
     assert "| 64 | 32* | 21 ± 1 | 42 ± 1 |" in markdown  # 64 held-out clips against 32 real: the real set limits
     assert "| 64 | 64 | 13 ± 1 | 26 ± 1 |" in markdown
     [chart] = page.split('class="chart floor"')[1:]  # the 1x metric only, two series (protocol / n real clips)
