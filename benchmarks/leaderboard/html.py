@@ -112,7 +112,7 @@ def svg_chart(series: Sequence[Series], title: str, x_label: str, y_label: str, 
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     tick_labels = None
     if x_ticks is not None and log_x:
-        tick_labels = [_tick_label(t) for t in x_ticks if t > 0]
+        tick_labels = [str(int(t)) if float(t).is_integer() else _tick_label(t) for t in x_ticks if t > 0]
         x_ticks = [math.log10(t) for t in x_ticks if t > 0]
     if x_ticks is None:
         x_ticks = _ticks(min(xs), max(xs)) if not log_x else list(range(math.floor(min(xs)), math.ceil(max(xs)) + 1))
