@@ -14,6 +14,7 @@ set's evidence is cached with its statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from torchmetrics import Metric
 from benchmarks.harness.distributed import all_ranks_agree, gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
 from benchmarks.harness.provenance import sha256_file
-from benchmarks.harness.reference import ReferenceSet, load_reference, reference_cache_dir
+from benchmarks.harness.reference import ReferenceSet, heldout_labels, load_reference, reference_cache_dir
 from benchmarks.harness.samples import (
     MANIFEST,
     SampleManifest,
@@ -337,9 +338,20 @@ def _finish(
     return entry, curve
 
 
+def _prompted_labels(manifest: SampleManifest, protocol: Protocol, reference: ReferenceSet,
+                     data_root: str | None) -> tuple[ReferenceSet, list[int]]:
+    """Where the prompted labels of a folder's videos come from, and each video's index there: the reference
+    clips they were conditioned on, or for held-out real clips (`heldout_index`) the clips themselves, whose own
+    captions were their prompts."""
+    if manifest.heldout_index is None:
+        return reference, manifest.reference_index
+    label, labels = heldout_labels(protocol, manifest.heldout_index, data_root)
+    return dataclasses.replace(reference, label=label, labels=labels), list(range(len(manifest.heldout_index)))
+
+
 def _score_folder(
     folder: Path, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache,
-    settings: BootstrapSettings,
+    settings: BootstrapSettings, data_root: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     manifest = read_manifest(folder)
     if manifest.protocol_hash != protocol.hash:
@@ -355,10 +367,13 @@ def _score_folder(
         if item.kind == LABELLED and manifest.conditioned_on != "text":
             item.metric, item.missing_reason = None, "the generator was not prompted (no text conditioning)"
     active = [item for item in prepared if item.metric is not None]
+    label_source, label_index = (_prompted_labels(manifest, protocol, reference, data_root)
+                                 if any(item.kind == LABELLED for item in active) else (reference, []))
     start = 0
     for index, entry in enumerate(manifest.files):
         count = int(entry["count"])
         indices = manifest.reference_index[start:start + count]
+        prompted = label_index[start:start + count]
         positions = range(start, start + count)
         start += count
         if index % world_size != rank:
@@ -371,7 +386,7 @@ def _score_folder(
                     if item.kind == DISTRIBUTION:
                         item.metric.update(window, real=False)
                     elif item.kind == LABELLED:
-                        item.metric.update(window, _labels_for(item.metric, reference, indices))
+                        item.metric.update(window, _labels_for(item.metric, label_source, prompted))
                     elif item.kind == PAIRED:
                         paired = reference_window(reference.clips(indices), item.spec, protocol, rollout)
                         item.metric.update(window, to_float(paired).to(extractors.device))
@@ -431,7 +446,7 @@ def score_samples(
     manifests: dict[str, str] = {}
     for folder in sample_folders(samples_dir):
         folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors,
-                                                      bootstrap or BootstrapSettings())
+                                                      bootstrap or BootstrapSettings(), data_root)
         metrics.update(folder_metrics)
         curves.update(folder_curves)
         manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_file(folder / MANIFEST)
