@@ -6,15 +6,21 @@ generation frames/s at `--batch` for each `--frames` length, with the KV cache o
 `DiffusionConfig` in its config gets that count). Weights are random: cost does not depend on their values (an AR
 model writes every token either way), so the numbers are for timing only, never a score. Text-conditioned models
 are conditioned on a caption, so guidance costs what it costs in the benchmark protocols.
+
+`--protocol moving_digits` instead times generation as `zoo bench` does it under that protocol (its batch size,
+frame shape, rollout lengths and conditioning, through `generate_samples`) and prints seconds per generated video
+at each rollout and what `--videos` videos per rollout (default: the protocol's counts) would cost per model.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -159,6 +165,68 @@ def measure_model(
         yield Measurement(name, "generate", batch, frames[0], True if has_cache else None, str(count), seconds)
 
 
+@dataclass
+class ProtocolCost:
+    """Generation seconds per video of one model at each of a protocol's rollouts (`{rollout: seconds}`)."""
+
+    model: str
+    batch: int
+    seconds_per_video: dict[int, float]
+
+    def cost(self, videos: dict[int, int]) -> float:
+        """Seconds to generate `videos[rollout]` videos at each rollout."""
+        return sum(self.seconds_per_video[r] * n for r, n in videos.items() if r in self.seconds_per_video)
+
+
+def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, config: str | None = None
+                             ) -> ProtocolCost:
+    """Seconds per video of model `name` generated as `zoo bench` generates under the protocol: `batches` batches
+    of its `batch_size` per rollout, its frame shape and conditioning, written to a scratch sample folder."""
+    from benchmarks.harness import generate_samples, load_protocol, load_reference
+
+    protocol = load_protocol(protocol_name)
+    videos = batches * protocol.batch_size
+    protocol = dataclasses.replace(protocol, num_generated=videos, long_rollout_videos=videos)
+    reference = load_reference(protocol)
+    torch.manual_seed(0)
+    model = create_model(name, config_path=config,
+                         overrides={"image_size": protocol.resolution, "channels": protocol.channels}).eval()
+    per_video = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for rollout in protocol.rollouts:
+            if not model.can_extend and protocol.num_frames(rollout) > model.clip_length:
+                continue
+            manifest = generate_samples(model, protocol, reference, Path(scratch) / f"{rollout}x", 0, rollout,
+                                        name, "timing")
+            per_video[rollout] = manifest.sampling_seconds / videos
+    return ProtocolCost(name, protocol.batch_size, per_video)
+
+
+def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolCost]:
+    from benchmarks.harness import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    counts = ([int(v) for v in args.videos.split(",") if v.strip()] if args.videos
+              else [protocol.num_videos(r) for r in protocol.rollouts])
+    if len(counts) != len(protocol.rollouts):
+        raise SystemExit(f"--videos needs one count per rollout of {protocol.name} ({protocol.rollouts})")
+    wanted = dict(zip(protocol.rollouts, counts, strict=True))
+    print(f"# protocol {protocol.name}: batch {protocol.batch_size}, {protocol.frames} frames per 1x, "
+          f"{protocol.condition}-conditioned; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
+          f"random weights (timing only)")
+    columns = [f"s/video {r}x" for r in protocol.rollouts] + [f"{n} @{r}x (s)" for r, n in wanted.items()]
+    print(f"{'model':<26} " + " ".join(f"{c:>14}" for c in columns) + f" {'total (s)':>10}")
+    results = []
+    for name in names:
+        cost = time_protocol_generation(name, args.protocol, args.batches, args.config)
+        results.append(cost)
+        cells = [cost.seconds_per_video.get(r) for r in protocol.rollouts]
+        cells += [cost.cost({r: n}) if r in cost.seconds_per_video else None for r, n in wanted.items()]
+        print(f"{name:<26} " + " ".join(f"{'-' if c is None else f'{c:.3f}':>14}" for c in cells)
+              + f" {cost.cost(wanted):>10.1f}", flush=True)
+    return results
+
+
 def _cell(value: bool | str | None) -> str:
     if value is None:
         return "-"
@@ -167,7 +235,7 @@ def _cell(value: bool | str | None) -> str:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> list[Measurement]:
+def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[ProtocolCost]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(list_models()), help="comma-separated registered model names")
     parser.add_argument("--config", default=None,
@@ -179,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--precisions", default="32,bf16",
                         help=f"comma-separated training precisions, side by side: {', '.join(PRECISIONS)}")
+    parser.add_argument("--protocol", default=None,
+                        help="time generation as `zoo bench` does under this protocol (seconds per video) instead")
+    parser.add_argument("--videos", default=None,
+                        help="with --protocol: comma-separated videos per rollout to cost (default: the protocol's)")
+    parser.add_argument("--batches", type=int, default=1, help="with --protocol: timed batches per rollout")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     precisions = [value.strip() for value in args.precisions.split(",") if value.strip()]
     if unknown := sorted(set(precisions) - set(PRECISIONS)):
         parser.error(f"unknown precision '{unknown[0]}'; use {', '.join(PRECISIONS)}")
+    if args.protocol is not None:
+        return _protocol_main(args, names)
     frames = [int(value) for value in args.frames.split(",") if value.strip()]
     steps = [int(value) for value in args.steps.split(",") if value.strip()]
     print(f"# batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "

@@ -31,7 +31,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, KeyError, ValueError, FileNotFoundError, FloatingPointError
 )
 # Subcommands whose trailing key=value arguments are config overrides.
-TAKES_OVERRIDES = ("train", "bench", "score", "reference")
+TAKES_OVERRIDES = ("train", "bench", "score", "reference", "protocol")
 
 
 class _ConsoleHandler(logging.Handler):
@@ -239,12 +239,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     path, result = score_external(args.samples_dir, protocol, args.out, args.tag, args.data_root, device)
     if path is None:  # ranks other than 0 under torchrun
         return
-    for key, entry in result["metrics"].items():
-        value = f"missing ({entry['missing_reason']})" if entry["value"] is None else f"{entry['value']:.6g}"
-        interval = entry.get("bootstrap", {})
-        if "low" in interval:
-            value += f" ({interval['level']:.0%} interval {interval['low']:.4g} .. {interval['high']:.4g})"
-        print(f"  {key}: {value}")
+    _print_scores(result)
     print(f"{result['id']} seed {result['seed']} on {protocol.name}: wrote {path}")
 
 
@@ -269,6 +264,47 @@ def cmd_reference(args: argparse.Namespace) -> None:
         atomic_write_json(args.prompts, {"protocol": protocol.name, "protocol_hash": protocol.hash,
                                          "context_frames": protocol.context_frames, "videos": videos})
         print(f"conditioning of every video to generate: {args.prompts}")
+
+
+def _counts(text: str, flag: str) -> list[int]:
+    """`"64,128"` -> [64, 128]; anything else is a one-line error naming the flag."""
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated whole numbers, e.g. {flag} 64,128,256; got '{text}'") from None
+
+
+def _print_scores(result: dict[str, Any]) -> None:
+    for key, entry in result["metrics"].items():
+        value = f"missing ({entry['missing_reason']})" if entry["value"] is None else f"{entry['value']:.6g}"
+        interval = entry.get("bootstrap", {})
+        if "low" in interval:
+            value += f" ({interval['level']:.0%} interval {interval['low']:.4g} .. {interval['high']:.4g})"
+        print(f"  {key}: {value}")
+
+
+def cmd_protocol(args: argparse.Namespace) -> None:
+    from benchmarks.harness.floor import format_floor, measure_floor, write_floor
+
+    protocol, device = _protocol_and_device(args)
+    if args.action == "real":
+        from benchmarks.harness.realdata import score_real
+
+        path, result = score_real(protocol, args.results_dir, args.samples, args.data_root, device)
+        if path is not None:
+            _print_scores(result)
+            print(f"{result['id']} (held-out real clips, source real) on {protocol.name}: wrote {path}")
+        return
+    real_sets = [item.strip() for item in args.real.split(",") if item.strip()]
+    record = measure_floor(protocol, _counts(args.n, "--n"), args.seeds, real_sets, args.data_root, device,
+                           progress=print)
+    print(f"real-vs-real floor of {protocol.name} v{protocol.version}: held-out clips of the "
+          f"'{protocol.dataset.split}' split scored as the generated videos; mean ± std over "
+          f"{len(record['seeds'])} seed(s); real = the real clips scored against (* = fewer than n: the real set "
+          "is the limit)")
+    for line in format_floor(record):
+        print(line)
+    print(f"wrote {write_floor(record, args.out)} ({record['seconds']:.0f} s)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -344,6 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", metavar="JSON", help="also write the prompt / reference clip of every video to generate")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol")
     p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("protocol", help="a protocol's real-data floor: FVD/FID/KVD of real clips against n "
+                                        "(floor), or its real row: held-out clips scored as a model (real)")
+    p.add_argument("action", choices=["floor", "real"])
+    p.add_argument("protocol", help="protocol name in benchmarks/protocols/ or a path")
+    p.add_argument("--n", default="64,128,256,512,1024,2048",
+                   help="comma-separated counts of held-out clips scored as the generated videos")
+    p.add_argument("--seeds", type=int, default=3, help="disjoint held-out sets per count (mean ± std)")
+    p.add_argument("--real", default="protocol,matched",
+                   help="real sets: 'protocol' (its num_real clips), 'matched' (n real clips), or both")
+    p.add_argument("--out", default="leaderboard", help="leaderboard folder; writes <out>/floors/<protocol>.json")
+    p.add_argument("--results-dir", default="leaderboard/results", help="real: where the real row's result goes")
+    p.add_argument("--samples", help="real: the sample folder to write (default runs/real-<protocol>/samples)")
+    p.add_argument("--data-root", help="the real dataset's folder, for protocols on user data")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol")
+    p.set_defaults(func=cmd_protocol)
 
     p = sub.add_parser("leaderboard", help="build the leaderboard, or submit an external result")
     p.add_argument("action", choices=["build", "submit"])

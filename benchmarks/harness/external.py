@@ -19,7 +19,7 @@ import torch
 from benchmarks.harness.distributed import gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import Protocol
 from benchmarks.harness.provenance import provenance
-from benchmarks.harness.reference import ReferenceSet, load_reference
+from benchmarks.harness.reference import ReferenceSet, heldout_clips, lengthened, load_reference
 from benchmarks.harness.samples import (
     MANIFEST,
     SampleManifest,
@@ -81,11 +81,41 @@ def _conditioning_problems(where: str, manifest: SampleManifest, protocol: Proto
         missing = [i for i, prompt in enumerate(manifest.prompts) if not prompt]
         if missing:
             problems.append(f"{where}: {len(missing)} video(s) have no prompt (videos {_few(missing)})")
+        if manifest.heldout_index is not None:  # real clips prompted with their own captions: _heldout_problems
+            return problems
         wrong = [i for i, (prompt, index) in enumerate(zip(manifest.prompts, manifest.reference_index, strict=True))
                  if prompt and index < len(reference.texts) and prompt != reference.texts[index]]
         if wrong:
             problems.append(f"{where}: {len(wrong)} prompt(s) differ from the caption of their reference clip "
                             f"(videos {_few(wrong)})")
+    return problems
+
+
+def _heldout_problems(where: str, folder: Path, manifest: SampleManifest, protocol: Protocol,
+                      data_root: str | None) -> list[str]:
+    """A real-data folder (`heldout_index`) holds exactly the held-out clips it names, none of them a reference
+    clip, each prompted with its own caption: what makes its row `real` and not a model's."""
+    indices = manifest.heldout_index
+    if len(indices) != manifest.num_videos:
+        return [f"{where}: heldout_index has {len(indices)} entries for {manifest.num_videos} videos"]
+    inside = sorted({i for i in indices if i < protocol.num_real})
+    if inside:
+        return [f"{where}: heldout_index {_few(inside)} are reference clips (held-out clips start at "
+                f"{protocol.num_real})"]
+    clips, texts = heldout_clips(lengthened(protocol, max(indices, default=0) + 1, data_root), indices, data_root,
+                                 with_texts=protocol.condition == "text")
+    problems = []
+    if manifest.conditioned_on == "text":
+        wrong = [i for i, (prompt, text) in enumerate(zip(manifest.prompts, texts, strict=True)) if prompt != text]
+        if wrong:
+            problems.append(f"{where}: {len(wrong)} prompt(s) differ from their held-out clip's own caption "
+                            f"(videos {_few(wrong)})")
+    videos = torch.cat([read_sample_file(folder / e["file"], int(e["count"]), protocol.channels)
+                        for e in manifest.files])
+    if videos.shape[1:] != clips[:, : manifest.num_frames].shape[1:] or not torch.equal(
+            videos, clips[:, : manifest.num_frames]):
+        problems.append(f"{where}: the videos are not the held-out clips heldout_index names (a real-data folder "
+                        "holds the clips themselves; a model's videos go without heldout_index)")
     return problems
 
 
@@ -116,7 +146,8 @@ def _file_problems(folder: Path, manifest: SampleManifest, protocol: Protocol, f
     return problems
 
 
-def check_samples(samples_dir: str | Path, protocol: Protocol, reference: ReferenceSet) -> list[str]:
+def check_samples(samples_dir: str | Path, protocol: Protocol, reference: ReferenceSet,
+                  data_root: str | None = None) -> list[str]:
     """Every way a sample folder (or folder of rollout sub-folders) misses the protocol; empty when it fits.
 
     Checks the manifests (schema, protocol hash, one generator and seed), the rollouts (the primary metric's is
@@ -153,7 +184,10 @@ def check_samples(samples_dir: str | Path, protocol: Protocol, reference: Refere
             problems.append(f"{where}: {manifest.num_videos} videos; the protocol scores {expected} at "
                             f"{manifest.rollout}x" + (" (too few)" if manifest.num_videos < expected else ""))
         problems.extend(_conditioning_problems(where, manifest, protocol, reference, expected))
-        file_problems.extend(_file_problems(folder, manifest, protocol, frames))
+        found_in_files = _file_problems(folder, manifest, protocol, frames)
+        file_problems.extend(found_in_files)
+        if manifest.heldout_index is not None and not found_in_files and manifest.num_frames == frames:
+            problems.extend(_heldout_problems(where, folder, manifest, protocol, data_root))
     problems.extend(gather_lists(file_problems))
     if manifests:
         identities = sorted({(m.generator, m.generator_version, m.seed) for m in manifests})
@@ -171,9 +205,9 @@ def check_samples(samples_dir: str | Path, protocol: Protocol, reference: Refere
     return problems
 
 
-def _row_id(generator: str, tag: str | None, protocol: Protocol) -> tuple[str, str]:
+def _row_id(generator: str, tag: str | None, protocol: Protocol, real: bool = False) -> tuple[str, str]:
     name, _, own_tag = generator.partition(".")
-    return name, tag or own_tag or f"{protocol.name}_external"
+    return name, tag or own_tag or ("heldout" if real else f"{protocol.name}_external")
 
 
 def external_result(
@@ -182,7 +216,9 @@ def external_result(
 ) -> dict[str, Any]:
     """The result record of a scored sample folder (valid against `result.schema.json`)."""
     first = manifests[0]
-    name, row_tag = _row_id(first.generator, tag, protocol)
+    # Held-out real clips (checked to be exactly those clips by `check_samples`): the row every table starts with.
+    source = "real" if first.heldout_index is not None else "external"
+    name, row_tag = _row_id(first.generator, tag, protocol, real=source == "real")
     base = next((m for m in manifests if m.rollout == 1), first)
     frames = base.num_videos * base.num_frames
     version = first.generator_version
@@ -203,7 +239,7 @@ def external_result(
         "id": f"{name}.{row_tag}",
         "recipe": None,
         "seed": first.seed,
-        "model": {"name": name, "tag": row_tag, "source": "external", "strategy": None, "config": None,
+        "model": {"name": name, "tag": row_tag, "source": source, "strategy": None, "config": None,
                   "supported_conditions": [] if first.conditioned_on == "none" else [first.conditioned_on],
                   "conditioned_on": first.conditioned_on, "clip_length": None, "can_extend": None},
         "protocol": protocol_block,
@@ -216,7 +252,7 @@ def external_result(
             "hardware": first.hardware or UNREPORTED_HARDWARE,
             "stage_seconds": {**stage_seconds, "scoring": round(scoring_seconds, 2)},
         },
-        "provenance": {**provenance(protocol_block["hash"], checkpoint, first.seed, None), "source": "external",
+        "provenance": {**provenance(protocol_block["hash"], checkpoint, first.seed, None), "source": source,
                        "manifest_sha256": scores["manifest_sha256"], "generator_version": version},
         "samples": {"strip": None, "num_videos": 0, "fps": first.fps},
     }
@@ -237,11 +273,11 @@ def score_external(
     except SamplesError as exc:
         raise SamplesRejected(samples_dir, protocol, [str(exc)]) from exc
     reference = rank_zero_first(lambda: load_reference(protocol, data_root))
-    problems = check_samples(samples_dir, protocol, reference)
+    problems = check_samples(samples_dir, protocol, reference, data_root)
     if problems:
         raise SamplesRejected(samples_dir, protocol, problems)
     started = time.perf_counter()
-    scores = score_samples(samples_dir, protocol, reference, device=device)
+    scores = score_samples(samples_dir, protocol, reference, data_root=data_root, device=device)
     folders = sorted(((read_manifest(folder), folder) for folder in sample_folders(samples_dir)),
                      key=lambda pair: pair[0].rollout)
     result = external_result([manifest for manifest, _ in folders], scores, protocol, tag,

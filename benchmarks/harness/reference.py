@@ -173,3 +173,76 @@ def load_reference(protocol: Protocol, data_root: str | None = None) -> Referenc
         )
     return ReferenceSet(cache_dir, meta["num_videos"], meta["shard_size"], meta["texts"], label, labels,
                         meta["sha256"])
+
+
+def split_size_key(protocol: Protocol) -> str:
+    """The dataset config key that sets the length of the protocol's split (`test_size`)."""
+    return f"{protocol.dataset.split}_size"
+
+
+def lengthened(protocol: Protocol, clips: int, data_root: str | None = None) -> Protocol:
+    """The protocol with its split holding at least `clips` clips (itself if it already does).
+
+    Only procedural datasets can be lengthened (their config has `<split>_size`); for any other a split that is
+    too short is a one-line error.
+    """
+    from zoo.data import create_dataset, dataset_config
+
+    overrides = dataset_overrides(protocol, data_root)
+    key = split_size_key(protocol)
+    fields = {f.name for f in dataclasses.fields(dataset_config(protocol.dataset.name, overrides))}
+    if key in fields:
+        current = getattr(dataset_config(protocol.dataset.name, overrides), key)
+        if current >= clips:
+            return protocol
+        dataset = dataclasses.replace(protocol.dataset, overrides={**protocol.dataset.overrides, key: clips})
+        return dataclasses.replace(protocol, dataset=dataset)
+    available = len(create_dataset(protocol.dataset.name, split=protocol.dataset.split, overrides=overrides))
+    if available < clips:
+        raise ConfigError(
+            f"the '{protocol.dataset.split}' split of '{protocol.dataset.name}' has {available} clips but the floor "
+            f"needs {clips} (reference set + seeds x the largest n); pass a smaller --n or fewer --seeds"
+        )
+    return protocol
+
+
+def heldout_clips(protocol: Protocol, indices: Sequence[int], data_root: str | None = None,
+                  with_texts: bool = False) -> tuple[Tensor, list[str]]:
+    """Clips `indices` of the protocol's split as uint8 `[N, reference_frames, C, H, W]` (quantised like every
+    video file and the reference set), and with `with_texts` their 1x captions (what a model is prompted with)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from zoo.data import create_dataset
+
+    overrides = dataset_overrides(protocol, data_root)
+    dataset = create_dataset(protocol.dataset.name, split=protocol.dataset.split, overrides=overrides)
+    if max(indices, default=-1) >= len(dataset):
+        raise ConfigError(f"clip {max(indices)} is beyond the {len(dataset)} clips of the "
+                          f"'{protocol.dataset.split}' split of '{protocol.dataset.name}'")
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=protocol.batch_size)
+    videos = torch.cat([to_uint8(batch["video"]) for batch in loader])
+    texts: list[str] = []
+    if with_texts:
+        prompt_data = create_dataset(protocol.dataset.name, split=protocol.dataset.split,
+                                     overrides={**overrides, "num_frames": protocol.frames})
+        for batch in DataLoader(Subset(prompt_data, list(indices)), batch_size=protocol.batch_size):
+            texts.extend(str(t) for t in batch["text"])
+    return videos, texts
+
+
+def heldout_labels(protocol: Protocol, indices: Sequence[int], data_root: str | None = None
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The main label `[N]` and label dict of clips `indices` of the protocol's split, for their 1x clips (what
+    their captions describe), collated as the reference set stores its own."""
+    from torch.utils.data import DataLoader, Subset
+
+    from zoo.data import create_dataset
+
+    overrides = {**dataset_overrides(protocol, data_root), "num_frames": protocol.frames}
+    dataset = create_dataset(protocol.dataset.name, split=protocol.dataset.split, overrides=overrides)
+    parts: dict[str, list[Tensor]] = {}
+    for batch in DataLoader(Subset(dataset, list(indices)), batch_size=protocol.batch_size):
+        for key, value in {"label": batch["label"], **batch.get("labels", {})}.items():
+            parts.setdefault(key, []).append(torch.as_tensor(value))
+    stacked = {key: torch.cat(values) for key, values in parts.items()}
+    return stacked.pop("label"), stacked

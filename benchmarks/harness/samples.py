@@ -41,6 +41,8 @@ class SampleManifest:
     `{"file", "count", "seed"}` (seed optional: what that file's videos were generated with).
     `sampling_seconds` is the wall time of generation at `batch_size` videos per call (None if not measured);
     `num_parameters` and `hardware` (`{"device", "name"}`) describe the generator's cost when known.
+    `heldout_index[i]` (real-data folders only, generator `real`) is the clip of the protocol's split that video i
+    is: held-out real clips scored as a model, each prompted with its own caption.
     """
 
     protocol: str
@@ -60,6 +62,7 @@ class SampleManifest:
     batch_size: int | None = None
     num_parameters: int | None = None
     hardware: dict[str, Any] | None = None
+    heldout_index: list[int] | None = None
     format: str = FORMAT
 
     @property

@@ -14,6 +14,7 @@ set's evidence is cached with its statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from torchmetrics import Metric
 from benchmarks.harness.distributed import all_ranks_agree, gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
 from benchmarks.harness.provenance import sha256_file
-from benchmarks.harness.reference import ReferenceSet, load_reference, reference_cache_dir
+from benchmarks.harness.reference import ReferenceSet, heldout_labels, load_reference, reference_cache_dir
 from benchmarks.harness.samples import (
     MANIFEST,
     SampleManifest,
@@ -183,7 +184,8 @@ def _load_real_state(metric: Metric, tap: EvidenceTap | None, spec: MetricSpec, 
     return path, status, stored["evidence"]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message (what a missing metric records)."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
@@ -210,8 +212,8 @@ def prepare_metric(
                 metric, prepared.tap, spec, protocol, reference, rollout, sha256)
         return prepared
     except Exception as exc:  # missing weights, a broken extractor: the run goes on, the metric shows as missing
-        warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {_first_line(exc)}", stacklevel=2)
-        return PreparedMetric(spec, None, "", _first_line(exc))
+        warnings.warn(f"metric '{spec.id}' of protocol '{protocol.name}' is missing: {first_line(exc)}", stacklevel=2)
+        return PreparedMetric(spec, None, "", first_line(exc))
 
 
 def clip_window(videos: Tensor, spec: MetricSpec, frames: int) -> Tensor:
@@ -275,7 +277,18 @@ def _bootstrap(prepared: PreparedMetric, value: float, manifest: SampleManifest,
                                prepared.real_evidence,
                                manifest.reference_index, num_real, settings, prepared.metric.device)
     except Exception as exc:  # an interval that cannot be drawn leaves the value without one, never wrong
-        return missing_bootstrap(_first_line(exc))
+        return missing_bootstrap(first_line(exc))
+
+
+def summary_value(output: dict[str, Any] | Tensor | float) -> float:
+    """The scalar a metric's output is recorded as: its value, or for a curve the mean of its finite points (nan
+    when there are none)."""
+    value = output["value"] if isinstance(output, dict) else output
+    value = torch.as_tensor(value).double().flatten().cpu()
+    if value.numel() == 1:
+        return float(value.item())
+    finite = [float(v) for v in value if math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _finish(
@@ -295,7 +308,7 @@ def _finish(
             warnings.filterwarnings("ignore", message=".*called before the ``update`` method")
             output = prepared.metric.compute()
     except Exception as exc:
-        entry["missing_reason"] = _first_line(exc)
+        entry["missing_reason"] = first_line(exc)
         return entry, None
     output = output if isinstance(output, dict) else {"value": output}
     value = torch.as_tensor(output["value"]).double().flatten().cpu()
@@ -305,8 +318,8 @@ def _finish(
         if count in output and torch.as_tensor(output[count]).numel() == 1:
             entry[count] = int(torch.as_tensor(output[count]).item())
     curve = None
+    scalar = summary_value(value)
     if value.numel() > 1:
-        finite = [float(v) for v in value if math.isfinite(float(v))]
         frames = manifest.num_frames if prepared.spec.clip == "all" else protocol.frames
         width = frames / value.numel()
         curve = {"x": [round((i + 0.5) * width - 0.5, 3) for i in range(value.numel())],
@@ -314,9 +327,6 @@ def _finish(
                  "x_label": "frame", "metric": prepared.spec.metric,
                  "higher_is_better": prepared.spec.higher_is_better}
         details["summary"] = "mean over the curve"
-        scalar = sum(finite) / len(finite) if finite else math.nan
-    else:
-        scalar = float(value.item())
     if math.isfinite(scalar):
         entry["value"] = scalar
         if settings is not None:
@@ -328,9 +338,20 @@ def _finish(
     return entry, curve
 
 
+def _prompted_labels(manifest: SampleManifest, protocol: Protocol, reference: ReferenceSet,
+                     data_root: str | None) -> tuple[ReferenceSet, list[int]]:
+    """Where the prompted labels of a folder's videos come from, and each video's index there: the reference
+    clips they were conditioned on, or for held-out real clips (`heldout_index`) the clips themselves, whose own
+    captions were their prompts."""
+    if manifest.heldout_index is None:
+        return reference, manifest.reference_index
+    label, labels = heldout_labels(protocol, manifest.heldout_index, data_root)
+    return dataclasses.replace(reference, label=label, labels=labels), list(range(len(manifest.heldout_index)))
+
+
 def _score_folder(
     folder: Path, protocol: Protocol, reference: ReferenceSet, extractors: ExtractorCache,
-    settings: BootstrapSettings,
+    settings: BootstrapSettings, data_root: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     manifest = read_manifest(folder)
     if manifest.protocol_hash != protocol.hash:
@@ -346,10 +367,13 @@ def _score_folder(
         if item.kind == LABELLED and manifest.conditioned_on != "text":
             item.metric, item.missing_reason = None, "the generator was not prompted (no text conditioning)"
     active = [item for item in prepared if item.metric is not None]
+    label_source, label_index = (_prompted_labels(manifest, protocol, reference, data_root)
+                                 if any(item.kind == LABELLED for item in active) else (reference, []))
     start = 0
     for index, entry in enumerate(manifest.files):
         count = int(entry["count"])
         indices = manifest.reference_index[start:start + count]
+        prompted = label_index[start:start + count]
         positions = range(start, start + count)
         start += count
         if index % world_size != rank:
@@ -362,14 +386,14 @@ def _score_folder(
                     if item.kind == DISTRIBUTION:
                         item.metric.update(window, real=False)
                     elif item.kind == LABELLED:
-                        item.metric.update(window, _labels_for(item.metric, reference, indices))
+                        item.metric.update(window, _labels_for(item.metric, label_source, prompted))
                     elif item.kind == PAIRED:
                         paired = reference_window(reference.clips(indices), item.spec, protocol, rollout)
                         item.metric.update(window, to_float(paired).to(extractors.device))
                     else:
                         item.metric.update(window)
             except Exception as exc:
-                item.metric, item.missing_reason = None, _first_line(exc)
+                item.metric, item.missing_reason = None, first_line(exc)
         active = [item for item in active if item.metric is not None]
     agreed = all_ranks_agree([item.metric is not None for item in prepared], extractors.device)
     for item, ok in zip(prepared, agreed, strict=True):
@@ -422,7 +446,7 @@ def score_samples(
     manifests: dict[str, str] = {}
     for folder in sample_folders(samples_dir):
         folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors,
-                                                      bootstrap or BootstrapSettings())
+                                                      bootstrap or BootstrapSettings(), data_root)
         metrics.update(folder_metrics)
         curves.update(folder_curves)
         manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_file(folder / MANIFEST)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.leaderboard.floors import floor_for, load_floors, summary
 from benchmarks.leaderboard.render import (
     COST_COLUMNS,
     REPRODUCIBILITY,
@@ -102,12 +103,17 @@ def svg_chart(series: Sequence[Series], title: str, x_label: str, y_label: str, 
               lines: bool = True, log_x: bool = False, x_ticks: list[float] | None = None) -> str:
     """An SVG line (or scatter) chart with axes, ticks and a legend; `css_class` names what it shows.
 
-    `x_ticks` fixes the x ticks (e.g. the rollout multipliers); by default they are chosen to fit the data.
+    `x_ticks` fixes the x ticks (e.g. the rollout multipliers, in data units also on a log axis, where they are
+    labelled with their values); by default they are chosen to fit the data (powers of ten on a log axis).
     """
     points = [p for s in series for p in s.points]
     if log_x:
         points = [(math.log10(x), y) for x, y in points if x > 0]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
+    tick_labels = None
+    if x_ticks is not None and log_x:
+        tick_labels = [str(int(t)) if float(t).is_integer() else _tick_label(t) for t in x_ticks if t > 0]
+        x_ticks = [math.log10(t) for t in x_ticks if t > 0]
     if x_ticks is None:
         x_ticks = _ticks(min(xs), max(xs)) if not log_x else list(range(math.floor(min(xs)), math.ceil(max(xs)) + 1))
     if len(x_ticks) < 2:
@@ -126,9 +132,12 @@ def svg_chart(series: Sequence[Series], title: str, x_label: str, y_label: str, 
     parts = [f'<svg class="chart {css_class}" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
              f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(title)}">',
              f'<text class="title" x="{MARGIN_LEFT}" y="18">{html.escape(title)}</text>']
-    for tick in x_ticks:
+    for index, tick in enumerate(x_ticks):
         x = MARGIN_LEFT + (tick - x0) / (x1 - x0) * plot_w
-        label = f"1e{tick:.0f}" if log_x else _tick_label(tick)
+        if tick_labels is not None and index < len(tick_labels):
+            label = tick_labels[index]
+        else:
+            label = f"1e{tick:.0f}" if log_x else _tick_label(tick)
         parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_TOP}" y2="{MARGIN_TOP + plot_h}"/>')
         parts.append(f'<text x="{x:.1f}" y="{MARGIN_TOP + plot_h + 14}" text-anchor="middle">{label}</text>')
     for tick in y_ticks:
@@ -212,6 +221,30 @@ def _charts(board: Board) -> list[str]:
             charts.append(svg_chart(series, f"{variant} {direction} vs rollout length", "rollout (x the 1x length)",
                                     variant, "quality-over-time", x_ticks=[float(r) for r, _ in sorted(keyed)]))
     charts.extend(_sweep_charts(board, colors))
+    return charts
+
+
+def floor_charts(board: Board, floors: dict[str, dict[str, Any]]) -> list[str]:
+    """The real-data floor of the board's protocol measured under its result hash: each 1x distribution metric of
+    real clips against n, scored against the protocol's real set and against n real clips (mean over seeds)."""
+    record, current = floor_for(board, floors)
+    if record is None or not current:
+        return []
+    num_real = record["protocol"]["num_real"]
+    labels = {"protocol": f"vs the {num_real} real clips", "matched": "vs n real clips"}
+    charts = []
+    for key in [k for k in record["metrics"] if k.endswith("@1x")]:
+        series = []
+        for index, real_set in enumerate(record["real_sets"]):
+            points = [(float(row["n"]), row["metrics"][key]["mean"]) for row in record["rows"]
+                      if row["real_set"] == real_set and row["metrics"][key].get("mean") is not None]
+            if points:
+                series.append(Series(labels.get(real_set, real_set), PALETTE[index % len(PALETTE)], points))
+        if series:
+            seeds = len(record["seeds"])
+            charts.append(svg_chart(series, f"real-data floor: {key} vs n ({seeds} seeds)",
+                                    "held-out real clips scored (n)", key, "floor", log_x=True,
+                                    x_ticks=[float(n) for n in record["counts"]]))
     return charts
 
 
@@ -310,6 +343,7 @@ def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) ->
             f'<p class="note ranking">{html.escape(RANKING_RULE).replace("the bold", "the bold green")}</p>']
     if not boards:
         body.append("<p>No results yet: run <code>zoo bench quick</code>.</p>")
+    floors = load_floors(out_dir)
     for index, board in enumerate(boards):
         batch = board.rows[0].first["cost"]["sampling_batch_size"]
         body.append(f'<section class="protocol" id="protocol-{html.escape(board.protocol_name)}-{index}">')
@@ -320,6 +354,19 @@ def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) ->
                     f"{html.escape(', '.join(sorted({row.hardware for row in board.rows})))}.</p>")
         body.append(_table(board, index))
         body.append('<div class="charts">' + "".join(_charts(board)) + "</div>")
+        record, current = floor_for(board, floors)
+        if record is not None:
+            name = html.escape(board.protocol_name)
+            if current:
+                body.append(f'<h3>Real-data floor</h3><p class="note floor">'
+                            f"{html.escape(summary(record, board.primary_metric))} From <code>zoo protocol floor "
+                            f"{name}</code> (<code>floors/{name}.json</code>): held-out real clips, never reference "
+                            "clips, scored as the generated videos.</p>")
+                body.append('<div class="charts">' + "".join(floor_charts(board, floors)) + "</div>")
+            else:
+                body.append(f'<p class="note floor">The real-data floor in <code>floors/{name}.json</code> was '
+                            "measured under another result hash; re-run <code>zoo protocol floor "
+                            f"{name}</code>.</p>")
         figures = []
         for row in board.rows:
             for strip in row.strips[:1]:

@@ -6,10 +6,12 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.leaderboard.floors import cell_text, floor_for, load_floors, summary
 from benchmarks.leaderboard.results import RANKING_RULE, Board, Excluded, Row
 
 REPRODUCIBILITY = (
@@ -86,6 +88,27 @@ def _markdown_table(board: Board) -> list[str]:
     return lines
 
 
+def _markdown_floor(board: Board, floors: dict[str, dict[str, Any]]) -> list[str]:
+    """The board's real-data floor: a sentence and a table of real-vs-real values against n (or why none shows)."""
+    record, current = floor_for(board, floors)
+    command = f"`zoo protocol floor {board.protocol_name}`"
+    if record is None:
+        return []
+    if not current:
+        return [f"The real-data floor in `floors/{board.protocol_name}.json` was measured under another result hash "
+                f"(other weights, counts or scoring code); re-run {command}.", ""]
+    keys = record["metrics"]
+    lines = [f"**Real-data floor** ({command}, `floors/{board.protocol_name}.json`): {summary(record, board.primary_metric)}"
+             " Held-out clips of the real split (never reference clips) are scored as the generated videos, against "
+             "the protocol's real set (`real` = its size; `*` where it is smaller than n and so the limit) and "
+             "against n real clips.", "",
+             "| n | real | " + " | ".join(keys) + " |", "|" + " ---: |" * (len(keys) + 2)]
+    for row in record["rows"]:
+        real = f"{row['num_real']}{'*' if row['limited_by'] == 'real' else ''}"
+        lines.append(f"| {row['n']} | {real} | " + " | ".join(cell_text(row["metrics"][k]) for k in keys) + " |")
+    return [*lines, ""]
+
+
 def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path) -> str:
     """The leaderboard README: one sorted table per protocol, best values in bold, then the sample strips."""
     lines = [
@@ -106,6 +129,7 @@ def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path
     ]
     if not boards:
         lines += ["No results yet: run `zoo bench quick`.", ""]
+    floors = load_floors(out_dir)
     for board in boards:
         lines += [
             f"## {board.title}",
@@ -115,6 +139,7 @@ def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path
             "",
             *_markdown_table(board),
             "",
+            *_markdown_floor(board, floors),
         ]
         strips = [(row, strip) for row in board.rows for strip in row.strips[:1]]
         if strips:

@@ -119,6 +119,8 @@ RANKING_RULE = (
     "listed by their rank on the primary metric (`#`). Rows without bootstrap draws (results scored before "
     "intervals were recorded) are compared by value alone. A diagnostic with no better direction (·, such as "
     "motion magnitude) is never ranked or bold; a column where every row shares rank 1 has no bold."
+    " The `real` row (source `real`: held-out real clips scored exactly as a model's videos) comes first and is "
+    "never ranked or bold: it is what real data itself scores at the protocol's counts, the floor of FVD/FID/KVD."
 )
 
 
@@ -216,6 +218,11 @@ class Row:
     def seeds(self) -> list[int]:
         return sorted(r.data["seed"] for r in self.results)
 
+    @property
+    def is_real(self) -> bool:
+        """Held-out real clips scored as a model (source `real`): shown first, never ranked."""
+        return self.first["model"].get("source") == "real"
+
     def cost(self, key: str) -> float | None:
         """Mean of a numeric cost field over seeds (None when no seed reports it)."""
         values = [r.data["cost"][key] for r in self.results if r.data["cost"].get(key) is not None]
@@ -274,13 +281,14 @@ class Board:
 
     def _ranks(self, key: str) -> dict[str, int]:
         if key not in self._rank_cache:
-            self._rank_cache[key] = rank_rows(self.rows, key, self.higher_is_better[key])
+            models = [row for row in self.rows if not row.is_real]
+            self._rank_cache[key] = rank_rows(models, key, self.higher_is_better[key])
         return self._rank_cache[key]
 
     def best(self, key: str) -> float | None:
         """The best mean in a metric column; None when every row misses it, the column has no direction, or every
         row ties (a column of equal values has no best row to mark)."""
-        values = [row.metrics[key].mean for row in self.rows if row.metrics[key].mean is not None]
+        values = [row.metrics[key].mean for row in self.rows if row.metrics[key].mean is not None and not row.is_real]
         if not values or self.higher_is_better[key] is None or (len(values) > 1 and len(set(values)) == 1):
             return None
         return max(values) if self.higher_is_better[key] else min(values)
@@ -362,6 +370,7 @@ def group_results(
                       curve_keys, rows)
         # By primary rank, then value: a group of tied rows stays together even if a wide one ranks with the best.
         ranked = {row.id: board.rank(primary, row) for row in rows}
-        rows.sort(key=lambda row: (ranked[row.id] is None, ranked[row.id] or 0))  # stable: value order within
+        # The real row first, then by rank (stable: value order within a rank).
+        rows.sort(key=lambda row: (not row.is_real, ranked[row.id] is None, ranked[row.id] or 0))
         boards.append(board)
     return boards

@@ -72,3 +72,20 @@ def test_rejects_an_unknown_precision(capsys):
     with pytest.raises(SystemExit):
         main(["--models", "video_ar", "--precisions", "fp8"])
     assert "unknown precision 'fp8'" in capsys.readouterr().err
+
+
+def test_protocol_timing_gives_seconds_per_video_at_each_rollout_and_the_cost_of_a_count(tmp_path, capsys,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_INTERLEAVED))
+    [cost] = main(["--protocol", "moving_digits", "--models", "interleaved_latent", "--config", str(config),
+                   "--videos", "512,256"])
+    assert cost.model == "interleaved_latent" and cost.batch == 32 and set(cost.seconds_per_video) == {1, 2}
+    assert all(s > 0 and math.isfinite(s) for s in cost.seconds_per_video.values())
+    total = 512 * cost.seconds_per_video[1] + 256 * cost.seconds_per_video[2]
+    assert math.isclose(cost.cost({1: 512, 2: 256}), total)
+    output = capsys.readouterr().out
+    assert "512 @1x (s)" in output and "256 @2x (s)" in output
+    row = re.search(r"^interleaved_latent\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", output, re.M)
+    assert row is not None and math.isclose(float(row.group(5)), total, abs_tol=0.06)

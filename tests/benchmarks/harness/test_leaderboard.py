@@ -237,3 +237,50 @@ def test_the_end_of_bench_table_fits_a_100_column_log_primary_protocol_first():
         shown = key_metrics(board)
         assert len(shown) <= 3 and board.primary_metric not in shown
         assert all(board.higher_is_better[key] is not None for key in shown)
+
+
+def _floor_record(result_hash: str) -> dict:
+    """A `zoo protocol floor` record of the toy protocol: FVD falls with n, faster against n real clips."""
+    def cell(values):
+        mean = sum(values) / len(values)
+        return {"values": values, "mean": mean, "std": 1.0}
+
+    rows = []
+    for real_set, values in (("protocol", {16: [40.0, 42.0], 64: [20.0, 22.0]}),
+                             ("matched", {16: [60.0, 62.0], 64: [12.0, 14.0]})):
+        for n, fvd in values.items():
+            num_real = 32 if real_set == "protocol" else n
+            rows.append({"n": n, "real_set": real_set, "num_real": num_real,
+                         "limited_by": "real" if num_real < n else "generated",
+                         "metrics": {"fvd_domain@1x": cell(fvd), "fvd_domain@2x": cell([v * 2 for v in fvd])}})
+    return {"format": "zoo-floor/1", "protocol": {"name": "toy", "version": 1, "spec_hash": "s", "num_real": 32,
+                                                  "result_hash": result_hash, "num_generated": 16,
+                                                  "long_rollout_videos": 16},
+            "counts": [16, 64], "seeds": [0, 1], "real_sets": ["protocol", "matched"],
+            "metrics": ["fvd_domain@1x", "fvd_domain@2x"], "rows": rows}
+
+
+def test_the_real_data_floor_is_tabled_and_plotted_under_its_own_result_hash_only(tmp_path, make_result,
+                                                                                   write_result):
+    root, board_dir = tmp_path / "results", tmp_path / "board"
+    write_result(root, make_result("alpha", fvd=50.0))
+    (board_dir / "floors").mkdir(parents=True)
+    floor_file = board_dir / "floors" / "toy.json"
+    floor_file.write_text(json.dumps(_floor_record(make_result()["protocol"]["hash"])))
+    files = build_leaderboard(root, board_dir)
+    markdown, page = files["markdown"].read_text(), files["html"].read_text()
+    assert "**Real-data floor** (`zoo protocol floor toy`, `floors/toy.json`)" in markdown
+    assert "at this protocol's counts (16 generated vs 32 real) give fvd_domain@1x 41 ± 1, the value real data itself gets" in markdown
+    assert "| 64 | 32* | 21 ± 1 | 42 ± 1 |" in markdown  # 64 held-out clips against 32 real: the real set limits
+    assert "| 64 | 64 | 13 ± 1 | 26 ± 1 |" in markdown
+    [chart] = page.split('class="chart floor"')[1:]  # the 1x metric only, two series (protocol / n real clips)
+    chart = chart.split("</svg>")[0]
+    assert "fvd_domain@1x vs n" in chart and chart.count("<polyline") == 2
+    assert "vs the 32 real clips" in chart and "vs n real clips" in chart
+    assert ">16</text>" in chart and ">64</text>" in chart  # log axis labelled with the counts measured
+    # Measured under another result hash (other weights, counts or scoring code): named stale, never shown.
+    floor_file.write_text(json.dumps(_floor_record("0" * 64)))
+    files = build_leaderboard(root, board_dir)
+    markdown, page = files["markdown"].read_text(), files["html"].read_text()
+    assert "measured under another result hash" in markdown and "| 64 | 32* |" not in markdown
+    assert 'class="chart floor"' not in page and "re-run <code>zoo protocol floor toy</code>" in page
