@@ -174,10 +174,12 @@ class VideoGenerator(L.LightningModule, abc.ABC):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (fused: one kernel for all parameters) with linear warm-up, then constant or cosine decay per step."""
+        """AdamW (foreach: batched over parameters) with linear warm-up, then constant or cosine decay per step.
+
+        Not `fused`: Lightning's mixed-precision plugins refuse to clip the gradients of a fused optimizer."""
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay, fused=True)
+            trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay, foreach=True)
         attached = self._trainer is not None
         total = self.trainer.max_steps if attached and self.trainer.max_steps > 0 else None
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -312,3 +312,15 @@ def test_ema_run_stopped_and_resumed_equals_uninterrupted_run(tmp_path: Path) ->
     for key in ("state_dict", "current_model_state"):
         for name, value in reference[key].items():
             assert torch.equal(resumed[key][name], value), (key, name)
+
+
+def test_bf16_mixed_training_clips_gradients_and_learns(tmp_path: Path) -> None:
+    # The GPU preset trains bf16-mixed with gradient clipping; Lightning refuses that for a fused optimizer.
+    L.seed_everything(0, verbose=False)
+    model = create_model("tiny_denoiser", overrides=["ema_decay=0.5"])
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    config = TrainerConfig(max_steps=3, batch_size=4, precision="bf16-mixed", gradient_clip_val=1.0,
+                           enable_progress_bar=False)
+    result = train_model(model, "moving_digits", tmp_path, config, data_overrides=TINY_DATA)
+    assert result.steps == 3
+    assert any(not torch.equal(model.state_dict()[name], value) for name, value in initial.items())
