@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from zoo.interface import Conditioning, ConditioningError, ModelConfig, VideoGenerator  # noqa: E402
+from zoo.pretrained import list_pretrained, pretrained_card  # noqa: E402
 from zoo.registry import create_model, export_safetensors, list_models, load_model, register_model  # noqa: E402
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "create_model",
     "export_safetensors",
     "list_models",
+    "list_pretrained",
     "load_model",
+    "pretrained_card",
     "register_model",
 ]

@@ -79,10 +79,20 @@ def create_model(
     name: str,
     config_path: str | Path | None = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    pretrained: bool = False,
     **kwargs: Any,
 ) -> VideoGenerator:
     """Build a registered model from its YAML defaults (or `config_path`: a YAML path or a preset name), `overrides`
-    (dict or dotlist) and keyword overrides."""
+    (dict or dotlist) and keyword overrides; or, with `pretrained=True`, the shipped weights of the id
+    `<model>.<dataset>` (`zoo.list_pretrained()`), in eval mode, with the config they were trained with."""
+    if pretrained:
+        if config_path is not None or overrides or kwargs:
+            raise ConfigError("pretrained weights fix their config; load them first, then change sampling settings")
+        from zoo.pretrained import load_pretrained
+
+        return load_pretrained(name)[0]
+    if "." in name:
+        raise ConfigError(f"'{name}' is a pretrained id; pass pretrained=True (model names have no '.')")
     merged: dict[str, Any] = dict(as_overrides(overrides) or {})
     merged.update(kwargs)
     config = model_config(name, merged or None, config_path)

@@ -33,10 +33,12 @@ class TrainerConfig:
 
     batch_size is the GLOBAL batch: each of the devices x num_nodes processes loads batch_size / (devices x num_nodes)
     clips per step, so the same batch_size gives the same optimisation on 1 CPU or 64 GPUs. strategy: "auto", "ddp",
-    "fsdp", ... (Lightning's names).
+    "fsdp", ... (Lightning's names). max_minutes: a wall-clock budget that also ends training (whichever of it and
+    max_steps comes first); equal budgets across models compare strategies at equal cost, not equal steps.
     """
 
     max_steps: int = 200
+    max_minutes: float | None = None
     batch_size: int = 16
     num_workers: int = 0
     seed: int = 0
@@ -361,6 +363,7 @@ def train_model(
     averaging = [SamplingEMA(model.config.ema_decay, last)] if model.config.ema_decay else []
     trainer = L.Trainer(
         max_steps=cfg.max_steps,
+        max_time={"seconds": cfg.max_minutes * 60} if cfg.max_minutes else None,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,

@@ -155,15 +155,17 @@ def train_request(
 
 def cmd_list(args: argparse.Namespace) -> None:
     from zoo.data import list_datasets
+    from zoo.pretrained import list_pretrained
     from zoo.registry import list_models
 
-    print("models:   " + ", ".join(list_models()))
-    print("datasets: " + ", ".join(list_datasets()))
+    print("models:     " + ", ".join(list_models()))
+    print("pretrained: " + (", ".join(list_pretrained()) or "none"))
+    print("datasets:   " + ", ".join(list_datasets()))
     try:
         from benchmarks.metrics import list_metrics
     except ImportError:  # metrics package without a registry yet
         return
-    print("metrics:  " + ", ".join(list_metrics()))
+    print("metrics:    " + ", ".join(list_metrics()))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -200,15 +202,28 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from zoo.data import save_video_grid
     from zoo.interface import Conditioning
-    from zoo.registry import load_model
+    from zoo.registry import create_model, load_model
 
-    model = load_model(args.checkpoint)
+    path = Path(args.checkpoint)
+    # A file is a checkpoint; `<model>.<dataset>` without one is a shipped id (`zoo list`).
+    model = load_model(path) if path.suffix in (".ckpt", ".safetensors") or path.exists() else create_model(
+        args.checkpoint, pretrained=True)
+    frames = args.frames or model.clip_length
     cond = Conditioning(text=[args.prompt] * args.num_videos) if args.prompt is not None else None
     started = time.perf_counter()
-    videos = model.generate(args.num_videos, args.frames, cond=cond, generator=args.seed)
+    videos = model.generate(args.num_videos, frames, cond=cond, generator=args.seed)
     seconds = time.perf_counter() - started
     save_video_grid(args.out, videos, fps=args.fps)
-    print(f"wrote {args.num_videos} x {args.frames} frames to {args.out} ({seconds:.1f} s)")
+    print(f"wrote {args.num_videos} x {frames} frames to {args.out} ({seconds:.1f} s)")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from benchmarks.harness.pretrain import pretrain_recipe
+
+    _route_lightning_logs()
+    cards = pretrain_recipe(args.recipe, list(args.overrides), force=args.force, quality_videos=args.quality_videos,
+                            only=args.only)
+    print(f"{len(cards)} pretrained weight file(s) in zoo/assets/pretrained/")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -346,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate videos from a checkpoint into a gif/mp4")
-    p.add_argument("checkpoint", help="Lightning .ckpt or .safetensors export")
-    p.add_argument("--frames", type=int, required=True, help="frames per video (may exceed the training length)")
+    p.add_argument("checkpoint", help="Lightning .ckpt, .safetensors export, or a shipped id such as "
+                                      "video_diffusion.moving_digits (`zoo list`)")
+    p.add_argument("--frames", type=int, help="frames per video (default: the training length; may exceed it)")
     p.add_argument("--out", required=True, help="output .gif or .mp4 (videos tiled side by side)")
     p.add_argument("--prompt", help="text prompt for every video")
     p.add_argument("--num-videos", type=int, default=4)
@@ -360,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     p.add_argument("--force", action="store_true", help="redo finished entries")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("pretrain", help="train a recipe's rows from scratch under its budget and ship them as "
+                                        "pretrained weights with model cards (zoo/assets/pretrained/)")
+    p.add_argument("recipe", help="recipe name (zoo_moving_digits, ...) or a path")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    p.add_argument("--only", nargs="+", help="rows to (re)train; default every row")
+    p.add_argument("--force", action="store_true", help="retrain rows whose card has the same settings")
+    p.add_argument("--quality-videos", type=int, default=128, help="videos the card's prompt adherence reads")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("score", help="check a sample folder against a protocol and score it (any model's videos)")
     p.add_argument("samples_dir", help="folder with manifest.json (or rollout sub-folders that each have one)")

@@ -7,7 +7,6 @@ every `provenance(...)`), and measures each row's peak memory on its own (`PeakM
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import platform
 import resource
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.weights import sha256_of as sha256_file  # noqa: F401 (the harness imports it from here)
 from zoo.config import REPO_ROOT
 
 try:
@@ -31,14 +31,6 @@ GitState = tuple[str | None, bool | None]
 
 PACKAGES = ("hybrid-video-zoo", "torch", "torchvision", "lightning", "torchmetrics", "diffusers", "transformers",
             "timm", "numpy", "scipy")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _git(*args: str) -> str | None:

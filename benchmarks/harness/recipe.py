@@ -47,7 +47,9 @@ class Recipe:
     models: row names: registered models, `variants`, or shell patterns over the zoo's own models and the variants.
     model_configs / model_overrides / model_trainer / checkpoints: per-model (or per-variant) config YAML (a preset
         name in `zoo/configs/model/presets/`, or a path), config overrides, trainer overrides, and checkpoints to load
-        instead of training.
+        instead of training. model_overrides and model_trainer also take shell-pattern keys (`"*"`), applied first.
+    pretrained: rows load the shipped weights `<model>.<tag>` (`zoo.list_pretrained()`) instead of training; the
+        recipe's trainer settings are the budget `zoo pretrain <recipe>` trains them under.
     variants: named rows running a registered model with extra overrides (see `Variant`).
     imports: modules to import first, so models defined outside the zoo register.
     tag: the row-id tag (`<model>.<tag>`), default `<protocol>_<recipe>`. data_root: the folder of a real dataset.
@@ -70,6 +72,7 @@ class Recipe:
     trainer: dict[str, Any] = field(default_factory=dict)
     model_trainer: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    pretrained: bool = False
     imports: list[str] = field(default_factory=list)
     data_root: str | None = None
     device: str = "auto"
@@ -85,7 +88,11 @@ class Recipe:
     def row_settings(self, row: str) -> RowSettings:
         """A row's settings; a variant's are its model's, then the variant's own entries, then its `overrides`."""
         model = self.variants[row].model if row in self.variants else row
-        keys = [model, row] if row != model else [model]
+        named = [model, row] if row != model else [model]
+        # Pattern keys (`"*"`) apply to every row they match, before its own entries: a new model needs no recipe edit.
+        patterns = sorted({key for table in (self.model_overrides, self.model_trainer) for key in table
+                           if _is_pattern(key) and any(fnmatch.fnmatch(name, key) for name in named)})
+        keys = [*patterns, *named]
         overrides = OmegaConf.merge(*[self.model_overrides.get(key) or {} for key in keys],
                                     self.variants[row].overrides if row in self.variants else {})
         return RowSettings(
@@ -131,6 +138,10 @@ def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Reci
     return recipe
 
 
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
 def resolve_models(recipe: Recipe) -> list[str]:
     """The recipe's row names in order: explicit names as given, patterns expanded over the zoo's own models and the
     recipe's variants."""
@@ -148,7 +159,7 @@ def resolve_models(recipe: Recipe) -> list[str]:
     selectable = [*zoo_models, *recipe.variants]
     names: list[str] = []
     for item in recipe.models:
-        if any(ch in item for ch in "*?["):
+        if _is_pattern(item):
             matches = fnmatch.filter(selectable, item)
             if not matches:
                 raise ConfigError(f"recipe '{recipe.name}': pattern '{item}' matches no zoo model or variant")

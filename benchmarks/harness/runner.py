@@ -95,6 +95,13 @@ def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, 
     from zoo.training import train_model, trainer_config
 
     settings = recipe.row_settings(name)
+    if recipe.pretrained:
+        from zoo.pretrained import load_pretrained
+
+        model, card = load_pretrained(f"{name}.{recipe.row_tag}")
+        _check_frames(model, protocol, f"pretrained weights {name}.{recipe.row_tag}")
+        return Trained(model.to(device).eval(), card["sha256"], card["steps"], card["train_seconds"],
+                       card["settings"]["trainer"]["seed"])
     if settings.checkpoint is not None:
         path = Path(settings.checkpoint)
         model = load_model(path)
@@ -135,6 +142,10 @@ def run_settings_sha256(name: str, recipe: Recipe) -> str:
     settings = {"trainer": dataclasses.asdict(trainer_config(recipe.trainer_preset, row.trainer)),
                 "config": row.config_path, "overrides": row.overrides, "checkpoint": row.checkpoint,
                 "data_root": recipe.data_root}
+    if recipe.pretrained:  # new shipped weights make the old results unfinished
+        from zoo.pretrained import pretrained_card
+
+        settings["pretrained_sha256"] = pretrained_card(f"{name}.{recipe.row_tag}")["sha256"]
     if row.model != name:  # a variant: which model it runs is a setting too
         settings["model"] = row.model
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

@@ -9,7 +9,6 @@ such as "moving_digits_kl" (`load_autoencoder`). Frames are `[N, C, H, W]` and v
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
+from zoo.files import sha256_file
 from zoo.training import TrainerConfig, quiet_fit_callbacks, silence_lightning_notes
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "autoencoders"
@@ -247,10 +247,6 @@ def _per_frame(fn: Any, video: Tensor) -> Tensor:
 
 
 # ---- saving and loading -------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_autoencoder(
     ae: FrameAutoencoder,
     path: str | Path,
@@ -266,7 +262,7 @@ def save_autoencoder(
         for k, v in ae.state_dict().items()
     }
     save_file(state, str(path))
-    sidecar = {"config": dataclasses.asdict(ae.config), "psnr": psnr, "sha256": _sha256(path), **(extra or {})}
+    sidecar = {"config": dataclasses.asdict(ae.config), "psnr": psnr, "sha256": sha256_file(path), **(extra or {})}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path
 
@@ -300,7 +296,7 @@ def load_autoencoder(name_or_path: str | Path, map_location: str | torch.device 
         raise ConfigError(f"{sidecar_path} is missing; an autoencoder's .safetensors needs its .json sidecar beside it")
     sidecar = json.loads(sidecar_path.read_text())
     expected = sidecar.get("sha256")
-    if expected and _sha256(path) != expected:
+    if expected and sha256_file(path) != expected:
         raise ConfigError(f"{path} does not match the sha256 in its sidecar; the file is corrupt, retrain or re-fetch it")
     config = build_config(AutoencoderConfig, sidecar["config"], where=f"autoencoder config in {sidecar_path}")
     ae = FrameAutoencoder(config)

@@ -24,6 +24,7 @@ from zoo.config import ConfigError
 
 # The additive bias diffusers' own pipelines use for masked-out text tokens (finite, so an all-padding prompt is safe).
 MASKED_TOKEN_BIAS = -10000.0
+TIME_ATTENTION = ("factorized", "joint")
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -37,6 +38,9 @@ class DenoiserConfig:
 
     concat_channels: channels concatenated to the noisy latents (known latents + mask); 0 for none.
     text_dim: width of text token embeddings for cross-attention; 0 for no text. frame_cond_dim: 0 for none.
+    time_attention: "factorized" (Latte: each spatial position attends across frames) or "joint" (each token attends
+    to every token of every frame it may see, as in CogVideoX / Open-Sora 2; a moving object's patches can then find
+    themselves in other frames in one hop instead of through a spatial and a temporal hop).
     """
 
     latent_channels: int = 4
@@ -49,8 +53,11 @@ class DenoiserConfig:
     depth: int = 2
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    time_attention: str = "factorized"
 
     def __post_init__(self) -> None:
+        if self.time_attention not in TIME_ATTENTION:
+            raise ConfigError(f"time_attention must be one of {list(TIME_ATTENTION)}, got '{self.time_attention}'")
         if self.dim % (2 * self.num_heads):
             raise ConfigError(f"denoiser dim ({self.dim}) must be divisible by 2 * num_heads ({2 * self.num_heads})")
         if self.latent_size % self.patch_size:
@@ -132,7 +139,7 @@ class LatentVideoDenoiser(nn.Module):
     @classmethod
     def text_conditioned(
         cls, latent_shape: tuple[int, ...], text_dim: int, *, patch_size: int, dim: int, depth: int, num_heads: int,
-        mlp_ratio: float, known_frames: bool,
+        mlp_ratio: float, known_frames: bool, time_attention: str = "factorized",
     ) -> LatentVideoDenoiser:
         """The zoo's usual denoiser over an autoencoder's latents `(c, h, w)`: prompt tokens by cross-attention, the
         pooled prompt per frame by AdaLN, and (`known_frames`) known latents + a known-mask channel-concatenated."""
@@ -148,6 +155,7 @@ class LatentVideoDenoiser(nn.Module):
             depth=depth,
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
+            time_attention=time_attention,
         ))
 
     def forward(
@@ -187,24 +195,36 @@ class LatentVideoDenoiser(nn.Module):
         if self.frame_cond_proj is not None and frame_cond is not None:
             emb = emb + self.frame_cond_proj(frame_cond.flatten(0, 1).to(tokens.dtype))
         spatial_modulation = self.block_modulation(emb)  # [B*T, 6D]
-        temporal_modulation = (
-            spatial_modulation.view(batch, 1, frames, -1).expand(-1, num_patches, -1, -1).flatten(0, 1)
-        )  # [B*S, T, 6D]
+        joint = c.time_attention == "joint"
+        if joint:  # [B, T*S, 6D]: every token of a frame carries its frame's modulation
+            temporal_modulation = spatial_modulation.view(batch, frames, 1, -1).expand(-1, -1, num_patches, -1)
+            temporal_modulation = temporal_modulation.flatten(1, 2)
+        else:  # [B*S, T, 6D]
+            temporal_modulation = (
+                spatial_modulation.view(batch, 1, frames, -1).expand(-1, num_patches, -1, -1).flatten(0, 1)
+            )
         text, text_bias = self._text_inputs(text_emb, text_mask, batch, frames)
         if causal_time and temporal_block_size not in (None, 1):
             raise ValueError("causal_time is temporal_block_size=1; pass one of them, not both")
         block_size = 1 if causal_time else temporal_block_size
         causal_bias = None
         if block_size is not None and block_size < frames:
-            causal_bias = self._block_causal_bias(batch * num_patches, frames, block_size, tokens)
+            causal_bias = self._block_causal_bias(frames, block_size, tokens)
+            if joint:  # frame-level mask -> token-level: a token sees every patch of the frames its frame sees
+                causal_bias = causal_bias.repeat_interleave(num_patches, 0).repeat_interleave(num_patches, 1)
+            causal_bias = causal_bias.expand(batch if joint else batch * num_patches, -1, -1)
 
         for spatial, temporal in zip(self.spatial_blocks, self.temporal_blocks, strict=True):
             tokens = spatial(
                 tokens, encoder_hidden_states=text, encoder_attention_mask=text_bias, timestep=spatial_modulation
             )
-            tokens = tokens.view(batch, frames, num_patches, -1).transpose(1, 2).flatten(0, 1)  # [B*S, T, D]
-            tokens = temporal(tokens, temporal_modulation, causal_bias)
-            tokens = tokens.view(batch, num_patches, frames, -1).transpose(1, 2).flatten(0, 1)  # [B*T, S, D]
+            if joint:
+                tokens = temporal(tokens.view(batch, frames * num_patches, -1), temporal_modulation, causal_bias)
+                tokens = tokens.view(batch * frames, num_patches, -1)
+            else:
+                tokens = tokens.view(batch, frames, num_patches, -1).transpose(1, 2).flatten(0, 1)  # [B*S, T, D]
+                tokens = temporal(tokens, temporal_modulation, causal_bias)
+                tokens = tokens.view(batch, num_patches, frames, -1).transpose(1, 2).flatten(0, 1)  # [B*T, S, D]
 
         shift, scale = self.out_modulation(emb)[:, None].chunk(2, dim=-1)
         patches = self.proj_out(modulate(self.norm_out(tokens), shift, scale))
@@ -229,13 +249,13 @@ class LatentVideoDenoiser(nn.Module):
         return text, bias[:, None, :]  # [B*T, 1, L]
 
     @staticmethod
-    def _block_causal_bias(rows: int, frames: int, block_size: int, like: Tensor) -> Tensor:
+    def _block_causal_bias(frames: int, block_size: int, like: Tensor) -> Tensor:
+        """Additive `[T, T]` bias (query frame, key frame): -inf where the key's block comes after the query's."""
         if block_size < 1:
             raise ValueError(f"temporal_block_size must be >= 1, got {block_size}")
         block = torch.arange(frames, device=like.device) // block_size
-        future = block[None, :] > block[:, None]  # [query, key]: the key's block comes after the query's
-        bias = torch.zeros(frames, frames, dtype=like.dtype, device=like.device).masked_fill(future, float("-inf"))
-        return bias.expand(rows, -1, -1)
+        future = block[None, :] > block[:, None]
+        return torch.zeros(frames, frames, dtype=like.dtype, device=like.device).masked_fill(future, float("-inf"))
 
     def _unpatchify(self, patches: Tensor, batch: int, frames: int, height: int, width: int) -> Tensor:
         p, channels = self.config.patch_size, self.config.latent_channels

@@ -22,6 +22,7 @@ from zoo.interface import ModelConfig
 class LatentDiffusionConfig(ModelConfig):
     """Latent space, text encoder, denoiser size, text dropout (for classifier-free guidance) and diffusion process.
 
+    time_attention: the denoiser's "factorized" or "joint" space-time attention (`DenoiserConfig`).
     extension_context: frames of the previous window that condition the next one when extending past clip_length.
     """
 
@@ -33,6 +34,7 @@ class LatentDiffusionConfig(ModelConfig):
     num_heads: int = 4
     patch_size: int = 2
     mlp_ratio: float = 4.0
+    time_attention: str = "factorized"
     text_dropout: float = 0.1
     extension_context: int = 4
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -54,5 +56,6 @@ def build_latent_diffusion(
     denoiser = LatentVideoDenoiser.text_conditioned(
         autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.dim, depth=config.depth,
         num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, known_frames=known_frames,
+        time_attention=config.time_attention,
     )
     return autoencoder, text_encoder, denoiser, DiffusionProcess(config.diffusion)

@@ -19,11 +19,12 @@ def _tiny(**overrides) -> DenoiserConfig:
     return DenoiserConfig(**{**fields, **overrides})
 
 
-@pytest.fixture()
-def denoiser() -> LatentVideoDenoiser:
-    """A tiny denoiser whose output layer is randomised, so outputs depend on the inputs (zero-init hides that)."""
+@pytest.fixture(params=["factorized", "joint"])
+def denoiser(request) -> LatentVideoDenoiser:
+    """A tiny denoiser whose output layer is randomised, so outputs depend on the inputs (zero-init hides that);
+    every test that takes it runs with both space-time attention layouts."""
     torch.manual_seed(0)
-    model = LatentVideoDenoiser(_tiny()).eval()
+    model = LatentVideoDenoiser(_tiny(time_attention=request.param)).eval()
     torch.nn.init.normal_(model.proj_out.weight, std=0.2)
     return model
 
@@ -39,6 +40,21 @@ def inputs() -> dict[str, torch.Tensor]:
         "text_mask": torch.tensor([[True, True, False], [True, False, False]]),
         "frame_cond": torch.randn(B, T, FRAME_DIM, generator=g),
     }
+
+
+def test_unknown_time_attention_is_a_config_error():
+    with pytest.raises(ConfigError, match="time_attention must be one of"):
+        _tiny(time_attention="full")
+
+
+def test_joint_attention_differs_from_factorized_with_the_same_weights(inputs):
+    torch.manual_seed(0)
+    factorized = LatentVideoDenoiser(_tiny()).eval()
+    torch.nn.init.normal_(factorized.proj_out.weight, std=0.2)
+    joint = LatentVideoDenoiser(_tiny(time_attention="joint")).eval()
+    joint.load_state_dict(factorized.state_dict())  # one layout's weights fit the other: only the token grouping differs
+    with torch.no_grad():
+        assert (joint(**inputs) - factorized(**inputs)).abs().max() > 1e-3
 
 
 def test_output_shape_and_zero_initialised_output():

@@ -1,0 +1,79 @@
+"""Shipped weights: save/load round trip, checksums, cards, the `name.tag` id, and every shipped file generates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.config import ConfigError
+from zoo.pretrained import load_pretrained, pretrained_paths, save_pretrained, trainable_state
+
+
+@pytest.fixture()
+def saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_PRETRAINED_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = zoo.create_model("video_diffusion", dim=32, depth=1, num_heads=2)
+    with torch.no_grad():  # non-zero output layer, so a wrong load would change the samples
+        model.denoiser.proj_out.weight.normal_(std=0.1)
+    card = save_pretrained(model, "video_diffusion.moving_digits", {"steps": 7, "quality": {"digits": 0.5}})
+    return model, card, tmp_path
+
+
+def test_round_trip_is_the_fp16_model_and_the_card_records_what_it_holds(saved):
+    model, card, folder = saved
+    weights, card_path = pretrained_paths("video_diffusion.moving_digits", folder)
+    assert json.loads(card_path.read_text()) == card
+    assert card["steps"] == 7 and card["dataset"] == "moving_digits" and card["dtype"] == "float16"
+    assert card["config"]["dim"] == 32
+    # Frozen parts (the committed autoencoder) are not shipped again; everything trainable is, in fp16.
+    state = trainable_state(model)
+    assert not any(key.startswith("autoencoder.") for key in state)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    loaded = zoo.create_model("video_diffusion.moving_digits", pretrained=True)
+    assert not loaded.training
+    for key, value in model.state_dict().items():
+        expected = value.half().float() if value.is_floating_point() and not key.startswith("autoencoder.") else value
+        torch.testing.assert_close(loaded.state_dict()[key], expected, rtol=0, atol=0)
+    assert zoo.list_pretrained() == ["video_diffusion.moving_digits"]
+    assert zoo.list_pretrained("interleaved*") == []
+
+
+def test_a_changed_weight_file_is_refused_by_checksum(saved):
+    _, _, folder = saved
+    weights, _ = pretrained_paths("video_diffusion.moving_digits", folder)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="sha256 .* its card says"):
+        load_pretrained("video_diffusion.moving_digits")
+
+
+def test_unknown_ids_and_misuse_give_one_line_errors(saved):
+    with pytest.raises(ConfigError, match=r"no pretrained weights 'video_diffusion\.moving_digit'.*did you mean"):
+        zoo.create_model("video_diffusion.moving_digit", pretrained=True)
+    with pytest.raises(ConfigError, match="pass pretrained=True"):
+        zoo.create_model("video_diffusion.moving_digits")
+    with pytest.raises(ConfigError, match="fix their config"):
+        zoo.create_model("video_diffusion.moving_digits", pretrained=True, dim=64)
+    model = zoo.create_model("video_ar")
+    with pytest.raises(ConfigError, match="must be 'video_ar.<dataset>'"):
+        save_pretrained(model, "video_diffusion.moving_digits", {})
+
+
+SHIPPED = zoo.list_pretrained()
+
+
+@pytest.mark.parametrize("pretrained_id", SHIPPED)
+def test_every_shipped_weight_file_matches_its_card_and_generates(pretrained_id):
+    model, card = load_pretrained(pretrained_id)  # verifies the sha256
+    for field in ("steps", "cpu_minutes", "flops", "ema_decay", "quality", "recipe", "batch_size"):
+        assert field in card, f"card of {pretrained_id} lacks {field}"
+    assert card["quality"]["num_videos"] >= 128
+    videos = model.generate(2, model.clip_length, zoo.Conditioning(text=["a 3 moving left", "a 7 moving up"]),
+                            generator=0)
+    assert videos.shape == (2, model.clip_length, *model.frame_size)
+    assert videos.std() > 0.05, "a trained model draws something, not a flat frame"
