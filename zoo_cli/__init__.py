@@ -208,7 +208,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     # A file is a checkpoint; `<model>.<dataset>` without one is a shipped id (`zoo list`).
     model = load_model(path) if path.suffix in (".ckpt", ".safetensors") or path.exists() else create_model(
         args.checkpoint, pretrained=True)
-    frames = args.frames or model.clip_length
+    frames = model.clip_length if args.frames is None else args.frames
     cond = Conditioning(text=[args.prompt] * args.num_videos) if args.prompt is not None else None
     started = time.perf_counter()
     videos = model.generate(args.num_videos, frames, cond=cond, generator=args.seed)
