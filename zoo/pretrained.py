@@ -24,21 +24,22 @@ PRETRAINED_DIR = Path(__file__).parent / "assets" / "pretrained"
 CARD_VERSION = 1
 
 
-def _folder(folder: str | Path | None) -> Path:
+def pretrained_dir(folder: str | Path | None = None) -> Path:
+    """`folder`, else `$ZOO_PRETRAINED_DIR`, else the package's `zoo/assets/pretrained/`."""
     return Path(folder) if folder is not None else Path(os.environ.get("ZOO_PRETRAINED_DIR", PRETRAINED_DIR))
 
 
 def pretrained_paths(pretrained_id: str, folder: str | Path | None = None) -> tuple[Path, Path]:
     """`(weights.safetensors, card.json)` of a pretrained id."""
-    base = _folder(folder) / pretrained_id
-    return base.with_name(f"{pretrained_id}.safetensors"), base.with_name(f"{pretrained_id}.json")
+    root = pretrained_dir(folder)
+    return root / f"{pretrained_id}.safetensors", root / f"{pretrained_id}.json"
 
 
 def list_pretrained(pattern: str = "*", folder: str | Path | None = None) -> list[str]:
     """Ids of the shipped weights (`<model>.<dataset>`) matching a shell-style pattern, sorted."""
     import fnmatch
 
-    root = _folder(folder)
+    root = pretrained_dir(folder)
     ids = sorted(p.stem for p in root.glob("*.json") if p.with_suffix(".safetensors").is_file()) if root.is_dir() else []
     return [i for i in ids if fnmatch.fnmatch(i, pattern)]
 

@@ -219,11 +219,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from benchmarks.harness.pretrain import pretrain_recipe
+    from zoo.pretrained import pretrained_dir
 
     _route_lightning_logs()
     cards = pretrain_recipe(args.recipe, list(args.overrides), force=args.force, quality_videos=args.quality_videos,
                             only=args.only)
-    print(f"{len(cards)} pretrained weight file(s) in zoo/assets/pretrained/")
+    print(f"{len(cards)} pretrained weight file(s) in {pretrained_dir()}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

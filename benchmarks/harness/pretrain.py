@@ -21,15 +21,10 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmarks.harness.protocol import load_protocol
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
-from benchmarks.harness.reference import dataset_overrides
+from benchmarks.harness.runner import model_overrides, training_data_overrides
 from zoo.interface import Conditioning, VideoGenerator
 
 QUALITY_SEED = 0
-
-
-def pretrained_id(recipe: Recipe, row: str) -> str:
-    """The shipped id of a recipe row: `<model>.<tag>`, the row id its leaderboard rows carry."""
-    return f"{row}.{recipe.row_tag}"
 
 
 def pretrain_settings(recipe: Recipe, row: str) -> dict[str, Any]:
@@ -92,21 +87,20 @@ def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | N
     protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
     settings = recipe.row_settings(row)
     trainer = trainer_config(recipe.trainer_preset, settings.trainer)
-    L.seed_everything(trainer.seed, verbose=False)
-    pinned = {"image_size": protocol.resolution, "channels": protocol.channels}
-    model = create_model(settings.model, config_path=settings.config_path, overrides={**pinned, **settings.overrides})
-    data = {k: v for k, v in dataset_overrides(protocol, recipe.data_root).items() if k != "num_frames"}
-    probe = VideoDataModule(protocol.dataset.name, batch_size=trainer.batch_size, overrides={
-        **data, "num_frames": model.clip_length}, seed=trainer.seed)
-    probe.setup("fit")
-    flops_per_step = training_flops_per_step(model, next(iter(probe.train_dataloader())))
-    L.seed_everything(trainer.seed, verbose=False)
-    model = create_model(settings.model, config_path=settings.config_path, overrides={**pinned, **settings.overrides})
-    run_dir = Path(recipe.runs_dir) / "pretrain" / pretrained_id(recipe, row)
+    data = training_data_overrides(recipe, protocol)
+    L.seed_everything(trainer.seed, verbose=False)  # the init depends on the training seed only, as under `zoo bench`
+    model = create_model(settings.model, config_path=settings.config_path,
+                         overrides=model_overrides(recipe, protocol, row))
+    run_dir = Path(recipe.runs_dir) / "pretrain" / recipe.pretrained_id(row)
     shutil.rmtree(run_dir, ignore_errors=True)  # from scratch: never resume a run made under other settings
     cpu_started = time.process_time()
     result = train_model(model, protocol.dataset.name, run_dir, trainer, data)
     cpu_minutes = (time.process_time() - cpu_started) / 60
+    # FLOPs per step do not depend on the weights: counted once after training, on a batch of the training data.
+    probe = VideoDataModule(protocol.dataset.name, batch_size=trainer.batch_size,
+                            overrides={**data, "num_frames": model.clip_length}, seed=trainer.seed)
+    probe.setup("fit")
+    flops_per_step = training_flops_per_step(model, next(iter(probe.train_dataloader())))
     card = {
         "recipe": recipe.name, "settings": pretrain_settings(recipe, row), "protocol": protocol.name,
         "steps": result.steps, "batch_size": trainer.batch_size, "clips_seen": result.steps * trainer.batch_size,
@@ -115,7 +109,7 @@ def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | N
         "final_loss": result.final_loss, "ema_decay": model.config.ema_decay,
         "quality": prompt_adherence(model.eval(), protocol.dataset.name, quality_videos, data=data),
     }
-    return save_pretrained(model, pretrained_id(recipe, row), card, folder)
+    return save_pretrained(model, recipe.pretrained_id(row), card, folder)
 
 
 def pretrain_recipe(name: str, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
@@ -133,7 +127,7 @@ def pretrain_recipe(name: str, overrides: list[str] | tuple[str, ...] = (), forc
         rows = [row for row in rows if row in only]
     cards = []
     for row in rows:
-        shipped_id = pretrained_id(recipe, row)
+        shipped_id = recipe.pretrained_id(row)
         if not force and shipped_id in list_pretrained():
             card = pretrained_card(shipped_id)
             if card.get("settings") == json.loads(json.dumps(pretrain_settings(recipe, row))):

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from benchmarks.weights import sha256_of as sha256_file  # noqa: F401 (the harness imports it from here)
 from zoo.config import REPO_ROOT
 
 try:

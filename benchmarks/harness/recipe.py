@@ -85,6 +85,10 @@ class Recipe:
     def row_tag(self) -> str:
         return self.tag or f"{Path(self.protocol).stem}_{self.name}"
 
+    def pretrained_id(self, row: str) -> str:
+        """The shipped weights of a row (`pretrained: true`): `<row>.<tag>`, the id its leaderboard rows carry."""
+        return f"{row}.{self.row_tag}"
+
     def row_settings(self, row: str) -> RowSettings:
         """A row's settings; a variant's are its model's, then the variant's own entries, then its `overrides`."""
         model = self.variants[row].model if row in self.variants else row

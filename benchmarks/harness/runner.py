@@ -37,7 +37,7 @@ from benchmarks.harness.distributed import (
 )
 from benchmarks.harness.generation import conditioned_on, generate_samples, unsupported_reason
 from benchmarks.harness.protocol import Protocol, load_protocol, metric_key
-from benchmarks.harness.provenance import GitState, PeakMemory, git_state, hardware, provenance, sha256_file
+from benchmarks.harness.provenance import GitState, PeakMemory, git_state, hardware, provenance
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
 from benchmarks.harness.reference import ReferenceSet, dataset_overrides, load_reference
 from benchmarks.harness.samples import SamplesError, read_manifest, write_strip
@@ -51,6 +51,7 @@ from benchmarks.leaderboard import (
     validate_result,
 )
 from benchmarks.leaderboard.render import log_console
+from benchmarks.weights import sha256_of
 from zoo.config import ConfigError
 from zoo.interface import VideoGenerator
 
@@ -74,11 +75,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _model_overrides(recipe: Recipe, protocol: Protocol, name: str) -> dict[str, Any]:
+def model_overrides(recipe: Recipe, protocol: Protocol, name: str) -> dict[str, Any]:
     # The protocol pins the frame shape; the training clip length stays the model's own (a recipe may set it),
     # since what a model trains on is part of the method being compared. Results record it.
     pinned = {"image_size": protocol.resolution, "channels": protocol.channels}
     return {**pinned, **recipe.row_settings(name).overrides}
+
+
+def training_data_overrides(recipe: Recipe, protocol: Protocol) -> dict[str, Any]:
+    """The protocol's dataset settings for training; the clip length stays the model's own (see above)."""
+    return {k: v for k, v in dataset_overrides(protocol, recipe.data_root).items() if k != "num_frames"}
 
 
 def _check_frames(model: VideoGenerator, protocol: Protocol, source: str) -> None:
@@ -98,21 +104,21 @@ def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, 
     if recipe.pretrained:
         from zoo.pretrained import load_pretrained
 
-        model, card = load_pretrained(f"{name}.{recipe.row_tag}")
-        _check_frames(model, protocol, f"pretrained weights {name}.{recipe.row_tag}")
+        model, card = load_pretrained(recipe.pretrained_id(name))
+        _check_frames(model, protocol, f"pretrained weights {recipe.pretrained_id(name)}")
         return Trained(model.to(device).eval(), card["sha256"], card["steps"], card["train_seconds"],
                        card["settings"]["trainer"]["seed"])
     if settings.checkpoint is not None:
         path = Path(settings.checkpoint)
         model = load_model(path)
         _check_frames(model, protocol, f"checkpoint {path}")
-        return Trained(model.to(device).eval(), sha256_file(path), None, None, None)
+        return Trained(model.to(device).eval(), sha256_of(path), None, None, None)
     trainer_cfg = trainer_config(recipe.trainer_preset, settings.trainer)
     checkpoint, summary_path = run_dir / "checkpoints" / "last.ckpt", run_dir / "train.json"
     if summary_path.is_file() and checkpoint.is_file():
         summary = json.loads(summary_path.read_text())
         same_budget = summary.get("trainer") == dataclasses.asdict(trainer_cfg)
-        if same_budget and summary.get("sha256") == sha256_file(checkpoint):
+        if same_budget and summary.get("sha256") == sha256_of(checkpoint):
             model = load_model(checkpoint)
             _check_frames(model, protocol, f"checkpoint {checkpoint}")
             return Trained(model.to(device).eval(), summary["sha256"], summary["steps"], summary["seconds"],
@@ -121,11 +127,10 @@ def prepare_model(name: str, recipe: Recipe, protocol: Protocol, run_dir: Path, 
     # before: without this a row's init depended on which rows trained earlier in the same `zoo bench` run.
     L.seed_everything(trainer_cfg.seed, verbose=False)
     model = create_model(settings.model, config_path=settings.config_path,  # a preset name or a YAML path
-                         overrides=_model_overrides(recipe, protocol, name))
+                         overrides=model_overrides(recipe, protocol, name))
     _check_frames(model, protocol, f"model '{name}'")
-    data_overrides = {k: v for k, v in dataset_overrides(protocol, recipe.data_root).items() if k != "num_frames"}
-    result = train_model(model, protocol.dataset.name, run_dir, trainer_cfg, data_overrides)
-    sha256 = sha256_file(result.checkpoint)
+    result = train_model(model, protocol.dataset.name, run_dir, trainer_cfg, training_data_overrides(recipe, protocol))
+    sha256 = sha256_of(result.checkpoint)
     atomic_write_json(summary_path, {"trainer": dataclasses.asdict(trainer_cfg), "sha256": sha256,
                                      "steps": result.steps, "seconds": result.seconds})
     return Trained(model.to(device).eval(), sha256, result.steps, result.seconds, trainer_cfg.seed)
@@ -145,7 +150,7 @@ def run_settings_sha256(name: str, recipe: Recipe) -> str:
     if recipe.pretrained:  # new shipped weights make the old results unfinished
         from zoo.pretrained import pretrained_card
 
-        settings["pretrained_sha256"] = pretrained_card(f"{name}.{recipe.row_tag}")["sha256"]
+        settings["pretrained_sha256"] = pretrained_card(recipe.pretrained_id(name))["sha256"]
     if row.model != name:  # a variant: which model it runs is a setting too
         settings["model"] = row.model
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

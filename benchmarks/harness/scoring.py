@@ -30,7 +30,6 @@ from torchmetrics import Metric
 
 from benchmarks.harness.distributed import all_ranks_agree, gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
-from benchmarks.harness.provenance import sha256_file
 from benchmarks.harness.reference import ReferenceSet, heldout_labels, load_reference, reference_cache_dir
 from benchmarks.harness.samples import (
     MANIFEST,
@@ -48,6 +47,7 @@ from benchmarks.harness.uncertainty import (
     missing_bootstrap,
 )
 from benchmarks.metrics.base import DISTRIBUTION, INPUTS, LABELLED, PAIRED
+from benchmarks.weights import sha256_of
 
 
 @dataclass
@@ -449,7 +449,7 @@ def score_samples(
                                                       bootstrap or BootstrapSettings(), data_root)
         metrics.update(folder_metrics)
         curves.update(folder_curves)
-        manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_file(folder / MANIFEST)
+        manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_of(folder / MANIFEST)
     ordered = {key: metrics[key] for key in protocol.metric_keys() if key in metrics}
     return {"metrics": ordered, "curves": curves, "reference_sha256": reference.sha256, "manifest_sha256": manifests}
 

@@ -359,5 +359,14 @@ def test_every_row_of_the_cpu_recipes_builds_for_its_protocol(name):
     for row in resolve_models(recipe):
         settings = recipe.row_settings(row)
         model = create_model(settings.model, config_path=settings.config_path,
-                             overrides=runner_module._model_overrides(recipe, protocol, row))
+                             overrides=runner_module.model_overrides(recipe, protocol, row))
         runner_module._check_frames(model, protocol, f"{name}: {row}")
+
+
+def test_pattern_keys_apply_to_every_matching_row_before_its_own_entries():
+    recipe = load_recipe("micro", ['model_overrides={"*": {"ema_decay": 0.9, "dim": 8}, "video_ar": {"dim": 16}}',
+                                   'model_trainer={"video_*": {"max_steps": 3}}'])
+    assert recipe.row_settings("video_diffusion").overrides == {"ema_decay": 0.9, "dim": 8}
+    assert recipe.row_settings("video_ar").overrides == {"ema_decay": 0.9, "dim": 16}  # its own entry wins
+    assert recipe.row_settings("video_ar").trainer["max_steps"] == 3
+    assert recipe.pretrained_id("video_ar") == "video_ar.moving_digits_micro"

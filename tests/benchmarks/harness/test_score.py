@@ -29,11 +29,11 @@ from benchmarks.harness import (
     score_external,
 )
 from benchmarks.harness import scoring as scoring_module
-from benchmarks.harness.provenance import sha256_file
 from benchmarks.harness.reference import ReferenceSet
 from benchmarks.harness.scoring import score_samples, statistics_path
 from benchmarks.harness.uncertainty import BootstrapSettings
 from benchmarks.leaderboard import build_leaderboard, load_result
+from benchmarks.weights import sha256_of
 from zoo.data import write_video
 from zoo_cli import main
 
@@ -79,7 +79,7 @@ def test_zoo_score_of_a_bench_folder_gives_the_bench_numbers(toy_env, tmp_path, 
     manifests = {"rollout1x/manifest.json", "rollout2x/manifest.json"}
     assert set(scored["provenance"]["manifest_sha256"]) == manifests
     assert scored["provenance"]["manifest_sha256"] == bench["provenance"]["manifest_sha256"]
-    assert scored["provenance"]["manifest_sha256"]["rollout1x/manifest.json"] == sha256_file(
+    assert scored["provenance"]["manifest_sha256"]["rollout1x/manifest.json"] == sha256_of(
         seed_dir / "rollout1x" / "manifest.json")
     # The bench's manifest carries what the cost columns need; the zoo checkpoint sha256 is its version.
     assert scored["provenance"]["checkpoint_sha256"] == bench["provenance"]["checkpoint_sha256"]
@@ -117,7 +117,7 @@ def test_video_files_score_like_shards_and_twice_gives_identical_results(toy_env
     # The 2x rollout was not submitted: its metrics are missing with a reason, never 0.
     assert first["metrics"]["fvd_pixels@2x"]["value"] is None
     assert "no 2x rollout" in first["metrics"]["fvd_pixels@2x"]["missing_reason"]
-    assert first["provenance"]["manifest_sha256"] == {"manifest.json": sha256_file(mixed / "manifest.json")}
+    assert first["provenance"]["manifest_sha256"] == {"manifest.json": sha256_of(mixed / "manifest.json")}
     assert first["cost"]["num_parameters"] is None and first["provenance"]["checkpoint_sha256"] is None
     load_result(first_path)  # valid against the result schema
     _, again = score_external(mixed, protocol, tmp_path / "out")
