@@ -34,11 +34,14 @@ class TrainerConfig:
     batch_size is the GLOBAL batch: each of the devices x num_nodes processes loads batch_size / (devices x num_nodes)
     clips per step, so the same batch_size gives the same optimisation on 1 CPU or 64 GPUs. strategy: "auto", "ddp",
     "fsdp", ... (Lightning's names). max_minutes: a wall-clock budget that also ends training (whichever of it and
-    max_steps comes first); equal budgets across models compare strategies at equal cost, not equal steps.
+    max_steps comes first). max_cpu_minutes: a budget of this process's CPU time (all its threads; data loading
+    with num_workers=0 included), so a run's budget does not shrink when other jobs share the machine; equal CPU
+    budgets across models compare strategies at equal cost, not equal steps.
     """
 
     max_steps: int = 200
     max_minutes: float | None = None
+    max_cpu_minutes: float | None = None
     batch_size: int = 16
     num_workers: int = 0
     seed: int = 0
@@ -104,6 +107,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CPUTimeBudget(L.Callback):
+    """Stops training once this process has used `minutes` of CPU time in fit (checked after every step).
+
+    Resuming starts a new count: the budget is per `fit`, like Lightning's `max_time`.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60
+        self.started = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.process_time()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if time.process_time() - self.started >= self.seconds:
+            trainer.should_stop = True
 
 
 class RandomStateCheckpoint(L.Callback):
@@ -361,6 +382,7 @@ def train_model(
     )
     last = checkpoint_dir / "last.ckpt"
     averaging = [SamplingEMA(model.config.ema_decay, last)] if model.config.ema_decay else []
+    budget = [CPUTimeBudget(cfg.max_cpu_minutes)] if cfg.max_cpu_minutes else []
     trainer = L.Trainer(
         max_steps=cfg.max_steps,
         max_time={"seconds": cfg.max_minutes * 60} if cfg.max_minutes else None,
@@ -375,7 +397,7 @@ def train_model(
         deterministic=cfg.deterministic,
         default_root_dir=str(out_dir),
         callbacks=[checkpointing, RandomStateCheckpoint(cfg.seed), *quiet_fit_callbacks(cfg.enable_progress_bar),
-                   *averaging, *callbacks],
+                   *budget, *averaging, *callbacks],
         limit_val_batches=0,
         enable_model_summary=False,
         # The train loader shards itself over ranks (zoo.data.resumable), so its order is resumable and matches

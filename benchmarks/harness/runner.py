@@ -144,7 +144,10 @@ def run_settings_sha256(name: str, recipe: Recipe) -> str:
     from zoo.training import trainer_config
 
     row = recipe.row_settings(name)
-    settings = {"trainer": dataclasses.asdict(trainer_config(recipe.trainer_preset, row.trainer)),
+    trainer = dataclasses.asdict(trainer_config(recipe.trainer_preset, row.trainer))
+    if trainer["max_cpu_minutes"] is None:  # added after results shipped: unset, it leaves their hash as it was
+        del trainer["max_cpu_minutes"]
+    settings = {"trainer": trainer,
                 "config": row.config_path, "overrides": row.overrides, "checkpoint": row.checkpoint,
                 "data_root": recipe.data_root}
     if recipe.pretrained:  # new shipped weights make the old results unfinished

@@ -324,3 +324,27 @@ def test_bf16_mixed_training_clips_gradients_and_learns(tmp_path: Path) -> None:
     result = train_model(model, "moving_digits", tmp_path, config, data_overrides=TINY_DATA)
     assert result.steps == 3
     assert any(not torch.equal(model.state_dict()[name], value) for name, value in initial.items())
+
+
+def test_cpu_time_budget_stops_training_once_the_process_has_used_it(tmp_path: Path) -> None:
+    import time
+
+    class StepCPUTimes(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_train_start(self, *args) -> None:
+            self.start = time.process_time()
+
+        def on_train_batch_end(self, *args) -> None:
+            self.times.append(time.process_time() - self.start)
+
+    recorder = StepCPUTimes()
+    budget_seconds = 1.5
+    config = TrainerConfig(max_steps=10_000, max_cpu_minutes=budget_seconds / 60, batch_size=4,
+                           checkpoint_every_n_steps=10_000, enable_progress_bar=False)
+    result = train_model(create_model("tiny_denoiser"), "moving_digits", tmp_path, config, data_overrides=TINY_DATA,
+                         callbacks=[recorder])
+    assert 1 < result.steps < 10_000 and result.steps == len(recorder.times)
+    # It stops at the first step that reaches the budget, not before and not later.
+    assert recorder.times[-2] < budget_seconds <= recorder.times[-1] + 0.05

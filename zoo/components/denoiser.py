@@ -17,6 +17,7 @@ import torch
 from diffusers.models.attention import BasicTransformerBlock, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import PatchEmbed, TimestepEmbedding, Timesteps, get_1d_sincos_pos_embed_from_grid
+from diffusers.models.resnet import ResnetBlock2D
 from torch import Tensor, nn
 
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
@@ -41,6 +42,10 @@ class DenoiserConfig:
     time_attention: "factorized" (Latte: each spatial position attends across frames) or "joint" (each token attends
     to every token of every frame it may see, as in CogVideoX / Open-Sora 2; a moving object's patches can then find
     themselves in other frames in one hop instead of through a spatial and a temporal hop).
+    conv_width: 0, or the width of a convolutional stem and head at full latent resolution around the transformer
+    (`conv_depth` time-modulated ResNet blocks each, the head also fed the stem's features by a skip, as a one-level
+    U-Net with the transformer as its middle): the transformer plans at patch resolution, the convolutions draw the
+    detail inside a patch.
     """
 
     latent_channels: int = 4
@@ -54,8 +59,14 @@ class DenoiserConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     time_attention: str = "factorized"
+    conv_width: int = 0
+    conv_depth: int = 1
 
     def __post_init__(self) -> None:
+        if self.conv_width < 0 or self.conv_width % 8:
+            raise ConfigError(f"conv_width must be 0 or a positive multiple of 8 (GroupNorm), got {self.conv_width}")
+        if self.conv_depth < 1:
+            raise ConfigError(f"conv_depth must be >= 1, got {self.conv_depth}")
         if self.time_attention not in TIME_ATTENTION:
             raise ConfigError(f"time_attention must be one of {list(TIME_ATTENTION)}, got '{self.time_attention}'")
         if self.dim % (2 * self.num_heads):
@@ -100,16 +111,32 @@ class LatentVideoDenoiser(nn.Module):
         super().__init__()
         self.config = c = config
         ff_inner_dim = int(c.dim * c.mlp_ratio)
+        in_channels = c.latent_channels + c.concat_channels
+        if c.conv_width:
+            def resnet(channels_in: int) -> ResnetBlock2D:
+                return ResnetBlock2D(in_channels=channels_in, out_channels=c.conv_width, temb_channels=c.dim,
+                                     groups=8, time_embedding_norm="scale_shift")
+
+            self.conv_in = nn.Conv2d(in_channels, c.conv_width, 3, padding=1)
+            self.conv_stem = nn.ModuleList(resnet(c.conv_width) for _ in range(c.conv_depth))
+            # The head's first block takes the transformer's output and the stem's skip.
+            self.conv_head = nn.ModuleList(resnet(2 * c.conv_width if i == 0 else c.conv_width)
+                                           for i in range(c.conv_depth))
+            self.conv_out = nn.Sequential(nn.GroupNorm(8, c.conv_width, eps=1e-6), nn.SiLU(),
+                                          nn.Conv2d(c.conv_width, c.latent_channels, 3, padding=1))
+            nn.init.zeros_(self.conv_out[-1].weight)
+            nn.init.zeros_(self.conv_out[-1].bias)
         self.patch_embed = PatchEmbed(
             height=c.latent_size,
             width=c.latent_size,
             patch_size=c.patch_size,
-            in_channels=c.latent_channels + c.concat_channels,
+            in_channels=c.conv_width or in_channels,
             embed_dim=c.dim,
         )
         self.time_proj = Timesteps(c.dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(c.dim, c.dim)
         self.frame_cond_proj = nn.Linear(c.frame_cond_dim, c.dim) if c.frame_cond_dim else None
+        # One projection of the per-frame embedding feeds every block; each block adds its own table (AdaLN-single).
         # One projection of the per-frame embedding feeds every block; each block adds its own table (AdaLN-single).
         self.block_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
         self.spatial_blocks = nn.ModuleList(
@@ -132,14 +159,15 @@ class LatentVideoDenoiser(nn.Module):
         )
         self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False, eps=1e-6)
         self.out_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 2 * c.dim))
-        self.proj_out = nn.Linear(c.dim, c.patch_size**2 * c.latent_channels)
+        self.proj_out = nn.Linear(c.dim, c.patch_size**2 * (c.conv_width or c.latent_channels))
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
     @classmethod
     def text_conditioned(
         cls, latent_shape: tuple[int, ...], text_dim: int, *, patch_size: int, dim: int, depth: int, num_heads: int,
-        mlp_ratio: float, known_frames: bool, time_attention: str = "factorized",
+        mlp_ratio: float, known_frames: bool, time_attention: str = "factorized", conv_width: int = 0,
+        conv_depth: int = 1,
     ) -> LatentVideoDenoiser:
         """The zoo's usual denoiser over an autoencoder's latents `(c, h, w)`: prompt tokens by cross-attention, the
         pooled prompt per frame by AdaLN, and (`known_frames`) known latents + a known-mask channel-concatenated."""
@@ -156,6 +184,8 @@ class LatentVideoDenoiser(nn.Module):
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             time_attention=time_attention,
+            conv_width=conv_width,
+            conv_depth=conv_depth,
         ))
 
     def forward(
@@ -185,15 +215,21 @@ class LatentVideoDenoiser(nn.Module):
             if concat is None:
                 concat = x_t.new_zeros(batch, frames, c.concat_channels, height, width)
             x_t = torch.cat([x_t, concat.to(x_t.dtype)], dim=2)
-        tokens = self.patch_embed(x_t.flatten(0, 1))  # [B*T, S, D]
+        emb = self.time_embed(self.time_proj(timesteps.flatten()).to(x_t.dtype))  # [B*T, D]
+        if self.frame_cond_proj is not None and frame_cond is not None:
+            emb = emb + self.frame_cond_proj(frame_cond.flatten(0, 1).to(x_t.dtype))
+        features = x_t.flatten(0, 1)
+        if c.conv_width:
+            features = self.conv_in(features)
+            for block in self.conv_stem:
+                features = block(features, emb)
+            skip = features
+        tokens = self.patch_embed(features)  # [B*T, S, D]
         num_patches = tokens.shape[1]
         positions = torch.arange(frames, device=tokens.device, dtype=torch.float32)
         frame_pos = get_1d_sincos_pos_embed_from_grid(c.dim, positions, output_type="pt", dtype=torch.float32)
         tokens = tokens + frame_pos.to(tokens.dtype).repeat(batch, 1)[:, None]
 
-        emb = self.time_embed(self.time_proj(timesteps.flatten()).to(tokens.dtype))  # [B*T, D]
-        if self.frame_cond_proj is not None and frame_cond is not None:
-            emb = emb + self.frame_cond_proj(frame_cond.flatten(0, 1).to(tokens.dtype))
         spatial_modulation = self.block_modulation(emb)  # [B*T, 6D]
         joint = c.time_attention == "joint"
         if joint:  # [B, T*S, 6D]: every token of a frame carries its frame's modulation
@@ -228,7 +264,13 @@ class LatentVideoDenoiser(nn.Module):
 
         shift, scale = self.out_modulation(emb)[:, None].chunk(2, dim=-1)
         patches = self.proj_out(modulate(self.norm_out(tokens), shift, scale))
-        return self._unpatchify(patches, batch, frames, height, width)
+        if not c.conv_width:
+            return self._unpatchify(patches, batch, frames, height, width)
+        features = torch.cat([self._unpatchify(patches, batch, frames, height, width).flatten(0, 1), skip], dim=1)
+        for block in self.conv_head:
+            features = block(features, emb)
+        out = self.conv_out(features)
+        return out.view(batch, frames, *out.shape[1:])
 
     def _text_inputs(
         self, text_emb: Tensor | None, text_mask: Tensor | None, batch: int, frames: int
@@ -258,7 +300,7 @@ class LatentVideoDenoiser(nn.Module):
         return torch.zeros(frames, frames, dtype=like.dtype, device=like.device).masked_fill(future, float("-inf"))
 
     def _unpatchify(self, patches: Tensor, batch: int, frames: int, height: int, width: int) -> Tensor:
-        p, channels = self.config.patch_size, self.config.latent_channels
+        p, channels = self.config.patch_size, self.config.conv_width or self.config.latent_channels
         grid = patches.view(batch * frames, height // p, width // p, p, p, channels)
         images = grid.permute(0, 5, 1, 3, 2, 4).reshape(batch * frames, channels, height, width)
         return images.view(batch, frames, channels, height, width)

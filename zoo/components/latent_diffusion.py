@@ -23,6 +23,7 @@ class LatentDiffusionConfig(ModelConfig):
     """Latent space, text encoder, denoiser size, text dropout (for classifier-free guidance) and diffusion process.
 
     time_attention: the denoiser's "factorized" or "joint" space-time attention (`DenoiserConfig`).
+    conv_width, conv_depth: the denoiser's convolutional stem and head (`DenoiserConfig`; width 0 = none).
     extension_context: frames of the previous window that condition the next one when extending past clip_length.
     """
 
@@ -35,6 +36,8 @@ class LatentDiffusionConfig(ModelConfig):
     patch_size: int = 2
     mlp_ratio: float = 4.0
     time_attention: str = "factorized"
+    conv_width: int = 0
+    conv_depth: int = 1
     text_dropout: float = 0.1
     extension_context: int = 4
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -56,6 +59,6 @@ def build_latent_diffusion(
     denoiser = LatentVideoDenoiser.text_conditioned(
         autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.dim, depth=config.depth,
         num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, known_frames=known_frames,
-        time_attention=config.time_attention,
+        time_attention=config.time_attention, conv_width=config.conv_width, conv_depth=config.conv_depth,
     )
     return autoencoder, text_encoder, denoiser, DiffusionProcess(config.diffusion)

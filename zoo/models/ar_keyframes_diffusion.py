@@ -68,7 +68,7 @@ def render_windows(positions: list[int], interval: int) -> list[tuple[int, int]]
 
 @dataclass
 class RendererConfig:
-    """The diffusion renderer: denoiser size and its diffusion process.
+    """The diffusion renderer: denoiser size (conv_width / conv_depth: `DenoiserConfig`) and its diffusion process.
 
     known_prefix_probability: share of training windows that also know a random number of leading frames.
     """
@@ -78,6 +78,8 @@ class RendererConfig:
     num_heads: int = 4
     patch_size: int = 2
     mlp_ratio: float = 4.0
+    conv_width: int = 0
+    conv_depth: int = 1
     known_prefix_probability: float = 0.3
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**EPSILON_DIFFUSION))
 
@@ -131,7 +133,8 @@ class ARKeyframesDiffusion(VideoGenerator):
         r = config.renderer
         self.renderer = LatentVideoDenoiser.text_conditioned(
             self.autoencoder.latent_shape, config.text_dim, patch_size=r.patch_size, dim=r.dim, depth=r.depth,
-            num_heads=r.num_heads, mlp_ratio=r.mlp_ratio, known_frames=True,
+            num_heads=r.num_heads, mlp_ratio=r.mlp_ratio, known_frames=True, conv_width=r.conv_width,
+            conv_depth=r.conv_depth,
         )
         self.diffusion = DiffusionProcess(r.diffusion)
 

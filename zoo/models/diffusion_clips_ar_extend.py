@@ -65,6 +65,8 @@ class DiffusionClipsARExtendConfig(ModelConfig):
     denoiser_dim: int = 96
     denoiser_depth: int = 2
     denoiser_heads: int = 4
+    denoiser_conv_width: int = 0
+    denoiser_conv_depth: int = 1
     patch_size: int = 2
     mlp_ratio: float = 4.0
     context_probability: float = 0.5
@@ -141,6 +143,7 @@ class DiffusionClipsARExtend(VideoGenerator):
         self.denoiser = LatentVideoDenoiser.text_conditioned(
             self.kl_autoencoder.latent_shape, config.text_dim, patch_size=config.patch_size, dim=config.denoiser_dim, depth=config.denoiser_depth,
             num_heads=config.denoiser_heads, mlp_ratio=config.mlp_ratio, known_frames=True,
+            conv_width=config.denoiser_conv_width, conv_depth=config.denoiser_conv_depth,
         )
         self.diffusion = DiffusionProcess(config.diffusion)
 

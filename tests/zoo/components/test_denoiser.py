@@ -225,3 +225,25 @@ def test_diffusion_head_learns_a_conditional_distribution():
     spread = samples.std(dim=1)  # the data's is 0.1
     assert (spread > 0.04).all() and (spread < 0.16).all()
     assert head.sample(z[:4], torch.Generator().manual_seed(1), steps=5).shape == (4, 3)
+
+
+def test_conv_stem_and_head_keep_shapes_start_at_zero_and_see_within_a_patch(inputs):
+    torch.manual_seed(0)
+    model = LatentVideoDenoiser(_tiny(conv_width=16, conv_depth=2)).eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), torch.zeros_like(inputs["x_t"])), "zero-initialised output convolution"
+        torch.nn.init.normal_(model.conv_out[-1].weight, std=0.2)
+        out = model(**inputs)
+        assert out.shape == inputs["x_t"].shape
+        # A latent pixel's change reaches its neighbours in the same frame through the convolutions.
+        nudged = {**inputs, "x_t": inputs["x_t"].clone()}
+        nudged["x_t"][0, 2, :, 4, 4] += 1.0
+        changed = (model(**nudged) - out).abs().amax(dim=2)  # [B, T, h, w]
+    assert changed[0, 2, 3:6, 3:6].min() > 0
+    assert changed[1].max() == 0, "another video is untouched"
+    model.train()
+    model(**inputs).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ConfigError, match="conv_width"):
+        _tiny(conv_width=12)
+
