@@ -144,7 +144,7 @@ def train_and_probe(
         for group in optimizer.param_groups:  # the zoo's linear warm-up
             group["lr"] = learning_rate * min(1.0, step / 100)
         timesteps = process.sample_timesteps((len(x0),), noise)
-        loss = process.training_loss(lambda x_t, t: model(x_t, t, digits, captions), x0, timesteps, noise)
+        loss = process.training_loss(lambda x_t, t, d=digits, c=captions: model(x_t, t, d, c), x0, timesteps, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -160,7 +160,7 @@ def train_and_probe(
             with torch.no_grad():
                 latents = process.sample(
                     lambda x_t, t: average(x_t, t, wanted, wanted_captions), (samples, 4, 8, 8), generator,
-                    uncond_fn=lambda x_t, t: average(x_t, t, null_digits, null_captions))
+                    uncond_fn=lambda x_t, t, d=null_digits, c=null_captions: average(x_t, t, d, c))
                 accuracy = digit_accuracy(autoencoder.decode(latents), wanted, classifier)
             checkpoint = Checkpoint(name, sum(p.numel() for p in parameters), step, seconds, loss.item(), accuracy)
             checkpoints.append(checkpoint)
