@@ -407,6 +407,8 @@ def train_model(
     )
     batch_size = per_process_batch_size(cfg.batch_size, world_size(trainer))
     overrides = {"num_frames": model.clip_length, **(data_overrides or {})}
+    if getattr(model.config, "stills_per_clip", 0):  # joint image-video training: the model asks for still frames
+        overrides["stills_per_clip"] = model.config.stills_per_clip
     datamodule = VideoDataModule(data, batch_size=batch_size, num_workers=cfg.num_workers, overrides=overrides,
                                  seed=cfg.seed)
     datamodule.setup("fit")

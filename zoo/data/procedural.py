@@ -30,12 +30,19 @@ CLEAR_STEPS = 2
 
 @dataclass
 class ProceduralConfig(DatasetConfig):
-    """Split sizes (virtual: clips are generated when indexed) and speed range in pixels/frame on a 32 px canvas."""
+    """Split sizes (virtual: clips are generated when indexed) and speed range in pixels/frame on a 32 px canvas.
+
+    stills_per_clip: each item also carries the first frames of that many further clips of its own random stream
+    (`stills` `[K, C, H, W]`, captions `still_text`), for joint image-video training (Ho et al. 2022): a model that
+    asks for them (its config's `stills_per_clip`, passed on by `zoo.training.train_model`) learns what objects look
+    like from K times more of them per step than its video clips show.
+    """
 
     train_size: int = 100_000
     val_size: int = 256
     test_size: int = 1024
     speed: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    stills_per_clip: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,6 +51,8 @@ class ProceduralConfig(DatasetConfig):
         if min(self.train_size, self.val_size, self.test_size) < 0:
             raise ConfigError("train_size, val_size and test_size must be >= 0")
         check_range("speed", self.speed, minimum=0.01)  # a still object has no caption
+        if self.stills_per_clip < 0:
+            raise ConfigError(f"stills_per_clip must be >= 0, got {self.stills_per_clip}")
 
 
 def check_range(name: str, values: list[float] | list[int], minimum: float) -> None:
@@ -177,13 +186,19 @@ class ProceduralVideoDataset(Dataset, abc.ABC):
             raise IndexError(f"index {index} out of range for {self.split} split of {len(self)} clips")
         rng = np.random.default_rng([self.config.seed, SPLITS.index(self.split), index])
         clip = self.make_clip(rng)
-        return {
+        item = {
             "video": torch.from_numpy(np.ascontiguousarray(clip.video, dtype=np.float32)),
             "text": clip.text,
             "label": torch.tensor(clip.label, dtype=torch.long),
             "labels": {name: torch.as_tensor(value) for name, value in clip.labels.items()},
             "index": index,
         }
+        if self.config.stills_per_clip:
+            # Drawn after the clip from the same stream: the clip itself is the one a run without stills gets.
+            others = [self.make_clip(rng) for _ in range(self.config.stills_per_clip)]
+            item["stills"] = torch.from_numpy(np.stack([other.video[0] for other in others]).astype(np.float32))
+            item["still_text"] = [other.text for other in others]
+        return item
 
     @abc.abstractmethod
     def make_clip(self, rng: np.random.Generator) -> Clip:

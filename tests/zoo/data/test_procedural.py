@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from zoo.config import ConfigError
 from zoo.data import create_dataset
 from zoo.data.procedural import (
     CLEAR_STEPS,
@@ -118,3 +120,18 @@ def test_words() -> None:
         and with_article("yellow square") == "a yellow square"
     )
     np.testing.assert_allclose(np.linalg.norm(compass_velocity(3, 2.5)), 2.5)
+
+
+@pytest.mark.parametrize("dataset", ["moving_digits", "bouncing_shapes"])
+def test_stills_are_first_frames_of_further_clips_and_leave_the_clip_as_it_was(dataset: str) -> None:
+    plain = create_dataset(dataset, "train", overrides={"num_frames": 4})
+    with_stills = create_dataset(dataset, "train", overrides={"num_frames": 4, "stills_per_clip": 3})
+    item, again = with_stills[7], with_stills[7]
+    assert torch.equal(item["video"], plain[7]["video"]) and item["text"] == plain[7]["text"]
+    assert item["stills"].shape == (3, *plain[7]["video"].shape[1:])
+    assert len(item["still_text"]) == 3 and all(isinstance(text, str) and text for text in item["still_text"])
+    assert torch.equal(item["stills"], again["stills"]), "deterministic by (seed, split, index)"
+    assert not torch.equal(item["stills"][0], item["video"][0]), "other clips, not this one"
+    assert "stills" not in plain[7]
+    with pytest.raises(ConfigError, match="stills_per_clip"):
+        create_dataset(dataset, "train", overrides={"stills_per_clip": -1})

@@ -147,3 +147,37 @@ def test_text_conditioning_is_real_on_a_tiny_overfit_set():
     distance = ((generated[:, None] - videos[None]) ** 2).flatten(2).mean(dim=2)  # [16 generated, 2 clips]
     nearest_is_prompted = distance.argmin(dim=1) == torch.arange(16) % 2
     assert nearest_is_prompted.sum() >= 14, (nearest_is_prompted.sum(), distance.tolist())  # chance: 8 of 16; 14+: p < 0.003
+
+
+def test_stills_add_a_one_frame_denoising_loss_and_training_asks_the_data_for_them(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from zoo.data import create_dataset
+    from zoo.training import TrainerConfig, train_model
+
+    clips = create_dataset("moving_digits", "train", overrides={"num_frames": 8, "stills_per_clip": 2})
+    batch = next(iter(DataLoader(clips, batch_size=3)))
+    torch.manual_seed(0)
+    model = create_model("video_diffusion", overrides=["stills_per_clip=2"])
+    torch.nn.init.normal_(model.denoiser.proj_out.weight, std=0.05)
+    without = create_model("video_diffusion")  # same weights, no stills asked for
+    without.load_state_dict(model.state_dict())
+
+    def loss(m, b):
+        torch.manual_seed(1)
+        return m.compute_loss(b)
+
+    clip_only = loss(without, batch)
+    assert loss(without, batch) == clip_only, "a model that asks for no stills ignores them"
+    torch.manual_seed(1)
+    expected = model.compute_loss({k: v for k, v in batch.items() if k not in ("stills", "still_text")})
+    expected = expected + model._stills_loss(batch["stills"], batch["still_text"])
+    assert loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss(model, batch) > clip_only
+
+    seen = []
+    compute_loss = model.compute_loss
+    model.compute_loss = lambda b: (seen.append(tuple(b["stills"].shape)), compute_loss(b))[1]
+    train_model(model, "moving_digits", tmp_path, TrainerConfig(max_steps=1, batch_size=2, enable_progress_bar=False),
+                data_overrides={"train_size": 8})
+    assert seen == [(2, 2, 1, 32, 32)]
