@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.latent_diffusion import LatentDiffusionConfig, build_latent_diffusion
+from zoo.components.latent_diffusion import LatentDiffusionConfig, build_latent_diffusion, still_videos
 from zoo.components.sampling import DiffusionConfig
 from zoo.components.schedules import Schedule, ScheduleConfig, ScheduleStep, build_schedule, sample_with_schedule
 from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
@@ -137,9 +137,17 @@ class DiffusionForcing(VideoGenerator):
             latents = torch.cat([self._rollout_history(latents, num_history, text), latents[:, num_history:]], 1)
             timesteps[:, :num_history] = 0  # the history is clean, as it is at sampling time
             weight = (torch.arange(frames, device=self.device) >= num_history).float()[None, :, None, None, None]
-        return self.diffusion.training_loss(
+        loss = self.diffusion.training_loss(
             lambda x_t, t: self._predict(x_t, t, text), latents, timesteps, weight=weight
         )
+        stills = still_videos(batch, self.autoencoder, self.text_encoder, self.config.text_dropout) \
+            if self.config.stills_per_clip else None
+        if stills is not None:
+            latents, still_text = stills
+            timesteps = self.diffusion.sample_timesteps((latents.shape[0], 1), device=self.device)
+            loss = loss + self.diffusion.training_loss(
+                lambda x_t, t: self._predict(x_t, t, still_text), latents, timesteps)
+        return loss
 
     @torch.no_grad()
     def _rollout_history(self, latents: Tensor, num_history: int, text: TextInputs) -> Tensor:

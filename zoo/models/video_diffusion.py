@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.components.latent_diffusion import LatentDiffusionConfig, build_latent_diffusion
+from zoo.components.latent_diffusion import LatentDiffusionConfig, build_latent_diffusion, still_videos
 from zoo.components.sampling import DenoiseFn
 from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
 from zoo.interface import Conditioning, VideoGenerator
@@ -31,12 +31,9 @@ class VideoDiffusionConfig(LatentDiffusionConfig):
     """The baseline's knobs: those of every latent diffusion model, and its conditioning schedule.
 
     context_probability: share of training clips that get known first frames (their count is uniform in [1, T-1]).
-    stills_per_clip: still frames of other clips trained beside each clip as one-frame videos (joint image-video
-    training, as in Video Diffusion Models): identity and shape are learned from many more objects per step; 0 = off.
     """
 
     context_probability: float = 0.5
-    stills_per_clip: int = 0
 
 
 @register_model("video_diffusion", config=VideoDiffusionConfig)
@@ -84,23 +81,15 @@ class VideoDiffusion(VideoGenerator):
         timesteps = self.diffusion.sample_timesteps((batch_size,), device=self.device)
         denoise = self._denoise_fn(self._concat(latents, known), text)
         loss = self.diffusion.training_loss(denoise, latents, timesteps, weight=1.0 - known)
-        if self.config.stills_per_clip and "stills" in batch:
-            loss = loss + self._stills_loss(batch["stills"], batch["still_text"])
+        stills = still_videos(batch, self.autoencoder, self.text_encoder, self.config.text_dropout) \
+            if self.config.stills_per_clip else None
+        if stills is not None:
+            latents, text = stills
+            nothing_known = latents.new_zeros(latents.shape[0], 1, 1, 1, 1)
+            timesteps = self.diffusion.sample_timesteps((latents.shape[0],), device=self.device)
+            loss = loss + self.diffusion.training_loss(
+                self._denoise_fn(self._concat(latents, nothing_known), text), latents, timesteps)
         return loss
-
-    def _stills_loss(self, stills: Tensor, still_text: list) -> Tensor:
-        """Denoising loss on still frames `[B, K, C, H, W]` as one-frame videos; `still_text` is K lists of B captions
-        (default collation of the items' K captions)."""
-        frames = stills.flatten(0, 1)[:, None]  # [B*K, 1, C, H, W]
-        with torch.no_grad():
-            latents = self.autoencoder.encode_video(frames)
-        captions = [still_text[k][b] for b in range(stills.shape[0]) for k in range(stills.shape[1])]
-        prompts = drop_prompts(captions, self.config.text_dropout, None)
-        text = encode_prompts_per_frame(self.text_encoder, [[prompt] for prompt in prompts])
-        nothing_known = torch.zeros(len(prompts), 1, 1, 1, 1, device=self.device)
-        timesteps = self.diffusion.sample_timesteps((len(prompts),), device=self.device)
-        denoise = self._denoise_fn(self._concat(latents, nothing_known), text)
-        return self.diffusion.training_loss(denoise, latents, timesteps)
 
     # ---- generation ----------------------------------------------------------------------------------
     def generate_inner(

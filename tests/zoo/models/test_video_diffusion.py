@@ -149,7 +149,8 @@ def test_text_conditioning_is_real_on_a_tiny_overfit_set():
     assert nearest_is_prompted.sum() >= 14, (nearest_is_prompted.sum(), distance.tolist())  # chance: 8 of 16; 14+: p < 0.003
 
 
-def test_stills_add_a_one_frame_denoising_loss_and_training_asks_the_data_for_them(tmp_path):
+@pytest.mark.parametrize("name", ["video_diffusion", "diffusion_forcing"])
+def test_stills_add_a_one_frame_denoising_loss_and_training_asks_the_data_for_them(name, tmp_path):
     from torch.utils.data import DataLoader
 
     from zoo.data import create_dataset
@@ -158,22 +159,34 @@ def test_stills_add_a_one_frame_denoising_loss_and_training_asks_the_data_for_th
     clips = create_dataset("moving_digits", "train", overrides={"num_frames": 8, "stills_per_clip": 2})
     batch = next(iter(DataLoader(clips, batch_size=3)))
     torch.manual_seed(0)
-    model = create_model("video_diffusion", overrides=["stills_per_clip=2"])
+    model = create_model(name, overrides=["stills_per_clip=2"])
     torch.nn.init.normal_(model.denoiser.proj_out.weight, std=0.05)
-    without = create_model("video_diffusion")  # same weights, no stills asked for
+    without = create_model(name)  # same weights, asks for no stills
     without.load_state_dict(model.state_dict())
 
-    def loss(m, b):
-        torch.manual_seed(1)
+    def loss(m, b, seed=1):
+        torch.manual_seed(seed)
         return m.compute_loss(b)
 
     clip_only = loss(without, batch)
     assert loss(without, batch) == clip_only, "a model that asks for no stills ignores them"
-    torch.manual_seed(1)
-    expected = model.compute_loss({k: v for k, v in batch.items() if k not in ("stills", "still_text")})
-    expected = expected + model._stills_loss(batch["stills"], batch["still_text"])
-    assert loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert loss(model, batch) > clip_only
+    assert loss(model, {"video": batch["video"], "text": batch["text"]}) == clip_only
+    # With stills, the loss is the clips' term plus a denoising term on the stills' latents as one-frame videos.
+    terms = []
+    training_loss = model.diffusion.training_loss
+
+    def recording(denoise, x0, timesteps, *args, **kwargs):
+        terms.append((x0, training_loss(denoise, x0, timesteps, *args, **kwargs)))
+        return terms[-1][1]
+
+    model.diffusion.training_loss = recording
+    joint = loss(model, batch)
+    (clip_latents, clip_term), (still_latents, still_term) = terms
+    assert clip_term == clip_only
+    expected = model.autoencoder.encode_video(batch["stills"].flatten(0, 1)[:, None])
+    torch.testing.assert_close(still_latents, expected)  # [B*K, 1, c, h, w]
+    assert joint.item() == pytest.approx((clip_term + still_term).item()) and still_term > 0
+    model.diffusion.training_loss = training_loss
 
     seen = []
     compute_loss = model.compute_loss
