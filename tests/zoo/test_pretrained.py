@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from zoo.config import ConfigError
-from zoo.pretrained import load_pretrained, pretrained_paths, save_pretrained, trainable_state
+from zoo.pretrained import load_pretrained, pretrained_card, pretrained_paths, save_pretrained, trainable_state
 
 
 @pytest.fixture()
@@ -77,3 +77,22 @@ def test_every_shipped_weight_file_matches_its_card_and_generates(pretrained_id)
                             generator=0)
     assert videos.shape == (2, model.clip_length, *model.frame_size)
     assert videos.std() > 0.05, "a trained model draws something, not a flat frame"
+
+
+LEARNED = [i for i in SHIPPED if pretrained_card(i)["quality"].get("digits", 0) >= 0.2]  # nothing to regress otherwise
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pretrained_id", LEARNED)
+def test_shipped_weights_still_reach_their_cards_prompt_adherence(pretrained_id):
+    """The card's figures were measured on the fp32 weights before the fp16 export, with the card's seed: the shipped
+    file must read the same within sampling error (3 binomial standard errors), and far above an unlearned model."""
+    from benchmarks.harness.pretrain import prompt_adherence
+
+    model, card = load_pretrained(pretrained_id)
+    quality = card["quality"]
+    measured = prompt_adherence(model, card["dataset"], quality["num_videos"], seed=quality["seed"])
+    for label in ("digits", "direction", "all"):
+        p = quality[label]
+        tolerance = 3 * (max(p * (1 - p), 0.05) / quality["num_videos"]) ** 0.5
+        assert abs(measured[label] - p) <= tolerance, f"{label}: {measured[label]} vs the card's {p}"
