@@ -5,8 +5,8 @@ the prompted digits in 0% of their videos). This benchmark isolates the first th
 draw a legible, prompted digit in one frame of the frozen KL autoencoder's latent space. Each backbone is trained
 from the same seed on single-digit frames of the training split, conditioned on the digit's class (a learned
 embedding, 10% dropped for classifier-free guidance) or on the frame's caption (`--condition text`, the zoo's
-learned text encoder), with the zoo's diffusion process (epsilon, scaled-linear, DPM-Solver++ at 10 steps,
-guidance 2). Every `--every` steps its weight average (EMA as in `zoo train`) draws `--samples` frames, one per
+learned text encoder), with the diffusion process of the `video_diffusion` YAML (epsilon, scaled-linear,
+DPM-Solver++ at 10 steps, guidance 2), the zoo's LR warm-up and EMA. Every `--every` steps its weight average (EMA as in `zoo train`) draws `--samples` frames, one per
 digit in turn, and the dataset's domain network judges them: accuracy is the share whose predicted digit is the
 prompted one (chance 0.1; real frames score about 1.0). Backbones are printed side by side with their parameter
 counts and training seconds, so a comparison is at equal steps and visible cost.
@@ -29,16 +29,16 @@ from torch.utils.data import DataLoader
 
 from zoo.components.autoencoder import load_autoencoder_for
 from zoo.components.denoiser import DenoiserConfig, LatentVideoDenoiser
-from zoo.components.sampling import DiffusionConfig, DiffusionProcess
+from zoo.components.sampling import DiffusionProcess
 from zoo.components.text import NULL_PROMPT, build_text_encoder
 from zoo.data import create_dataset
+from zoo.interface import lr_factor
+from zoo.registry import model_config
+from zoo.training import ema_average
 
 NULL_CLASS = 10  # the class embedding's extra row: the unconditional input of guidance
 CONDITION_DROPOUT = 0.1
-GUIDANCE_SCALE = 2.0
-# The zoo's video_diffusion process (zoo/configs/model/video_diffusion.yaml).
-PROCESS = DiffusionConfig(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02,
-                          sampler="dpmpp", num_sampling_steps=10, guidance_scale=GUIDANCE_SCALE)
+WARMUP_STEPS, EMA_DECAY = 100, 0.999  # the zoo_moving_digits recipe's
 
 
 def prompt_for(digit: int) -> str:
@@ -120,7 +120,7 @@ def train_and_probe(
 
     autoencoder = load_autoencoder_for("moving_digits_kl", 1, 32)
     classifier = load_domain_net("moving_digits")
-    process = DiffusionProcess(PROCESS)
+    process = DiffusionProcess(model_config("video_diffusion").diffusion)
     frames = create_dataset("moving_digits", "train", overrides={"num_frames": 1, "num_digits": [1]})
     loader = iter(DataLoader(frames, batch_size=batch_size, shuffle=True,
                              generator=torch.Generator().manual_seed(seed)))
@@ -128,6 +128,7 @@ def train_and_probe(
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     average = copy.deepcopy(model).eval()
+    averaging = ema_average(EMA_DECAY)
     noise = torch.Generator().manual_seed(seed)
     wanted = torch.arange(samples) % 10
     wanted_captions = [prompt_for(int(d)) for d in wanted]
@@ -141,18 +142,17 @@ def train_and_probe(
         dropped = torch.rand(len(digits), generator=noise) < CONDITION_DROPOUT
         digits = torch.where(dropped, torch.full_like(digits, NULL_CLASS), digits)
         captions = [NULL_PROMPT if d else c for c, d in zip(batch["text"], dropped.tolist(), strict=True)]
-        for group in optimizer.param_groups:  # the zoo's linear warm-up
-            group["lr"] = learning_rate * min(1.0, step / 100)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * lr_factor(step - 1, WARMUP_STEPS, "constant", None)
         timesteps = process.sample_timesteps((len(x0),), noise)
         loss = process.training_loss(lambda x_t, t, d=digits, c=captions: model(x_t, t, d, c), x0, timesteps, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-        decay = min(0.999, (1 + step) / (10 + step))  # diffusers' EMA warm-up, as zoo.training's SamplingEMA
         with torch.no_grad():
             for averaged, current in zip(average.parameters(), model.parameters(), strict=True):
-                averaged.lerp_(current, 1 - decay)
+                averaged.copy_(averaging(averaged, current, torch.tensor(step)))
         seconds += time.perf_counter() - started
         if step % every == 0 or step == steps:
             generator = torch.Generator().manual_seed(seed)

@@ -137,7 +137,6 @@ class LatentVideoDenoiser(nn.Module):
         self.time_embed = TimestepEmbedding(c.dim, c.dim)
         self.frame_cond_proj = nn.Linear(c.frame_cond_dim, c.dim) if c.frame_cond_dim else None
         # One projection of the per-frame embedding feeds every block; each block adds its own table (AdaLN-single).
-        # One projection of the per-frame embedding feeds every block; each block adds its own table (AdaLN-single).
         self.block_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
         self.spatial_blocks = nn.ModuleList(
             BasicTransformerBlock(
