@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from benchmarks.features import extractor_weights
 from benchmarks.metrics.registry import MODULE_ARGUMENTS, UnknownMetricError, extractor_names
@@ -196,6 +196,19 @@ def _protocol_path(name_or_path: str | Path) -> Path:
     return named_yaml(name_or_path, protocols_dir(), "protocol", list_protocols)
 
 
+def _protocol_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """A protocol file's mapping; `base: <protocol>` makes it the named protocol's with this file's keys on top
+    (mappings merged, lists replaced), so a variant states only what differs."""
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = _protocol_path(base)
+    if base_path in (*seen, path):
+        raise ConfigError(f"protocol {path.name}: base '{base}' refers back to itself; remove the cycle")
+    return OmegaConf.merge(_protocol_yaml(base_path, (*seen, path)), data)
+
+
 def _validate(protocol: Protocol, where: str) -> None:
     def fail(message: str) -> None:
         raise ConfigError(f"{where}: {message}")
@@ -239,7 +252,7 @@ def load_protocol(
     if overrides is not None and not isinstance(overrides, (Mapping, DictConfig)):
         overrides = parse_overrides(list(overrides))
     where = f"protocol {path.name}"
-    protocol = build_config(Protocol, load_yaml(path), overrides, where=where)
+    protocol = build_config(Protocol, _protocol_yaml(path), overrides, where=where)
     _validate(protocol, where)
     return protocol
 

@@ -70,6 +70,22 @@ def test_shipped_recipes_validate(name):
         assert MODELS.config_yaml(model, path).is_file(), path
 
 
+def test_protocol_base_is_the_named_protocol_with_the_variants_keys_on_top(tmp_path):
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("base: moving_digits\nname: variant\nnum_generated: 128\ndataset: {overrides: {test_size: 2048}}\n")
+    loaded = load_protocol(variant)
+    expected = load_protocol("moving_digits", ["name=variant", "num_generated=128", "dataset.overrides.test_size=2048"])
+    assert loaded.to_dict() == expected.to_dict() and loaded.hash == expected.hash
+    assert loaded.dataset.name == "moving_digits" and loaded.metrics == expected.metrics  # lists come from the base
+    evaluation = load_protocol("moving_digits_eval")  # the shipped variant: evidence-grade counts, same metrics
+    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 256, 128)
+    assert evaluation.metrics == load_protocol("moving_digits").metrics and len(evaluation.seeds) >= 3
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\nname: loop\n")
+    with pytest.raises(ConfigError, match="refers back to itself"):
+        load_protocol(loop)
+
+
 def test_protocol_hash_pins_numbers_not_prose(toy_env):
     base = load_protocol(toy_env)
     assert load_protocol(toy_env).hash == base.hash
