@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from hvz_registry import Registry
+
 # A connection (or a stalled read) may take this long before we give up on a URL: offline failures take seconds.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -111,32 +113,27 @@ _KNOWN_FILES: tuple[WeightFile, ...] = (
     ),
 )
 
-_REGISTRY: dict[str, WeightFile] = {f.name: f for f in _KNOWN_FILES}
+# A name registered again with other contents (URL, checksum, ...) is an error; the same contents again are not.
+WEIGHT_FILES: Registry[WeightFile] = Registry("weight file")
 
 
 def register_weight_file(weight_file: WeightFile) -> WeightFile:
     """Add a weight file to the registry (the domain networks register their bundled safetensors this way)."""
-    existing = _REGISTRY.get(weight_file.name)
-    if existing is not None and existing != weight_file:
-        raise ValueError(f"weight file '{weight_file.name}' is already registered with different contents")
-    _REGISTRY[weight_file.name] = weight_file
-    return weight_file
+    return WEIGHT_FILES.register(weight_file.name, weight_file)
+
+
+for _weight_file in _KNOWN_FILES:
+    register_weight_file(_weight_file)
 
 
 def get_weight_file(name: str) -> WeightFile:
     """The registered `WeightFile` called `name`; unknown names get a did-you-mean hint."""
-    if name not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KeyError(f"unknown weight file '{name}'{hint}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return WEIGHT_FILES.get(name)
 
 
 def list_weight_files() -> list[str]:
     """Names of all registered weight files, sorted."""
-    return sorted(_REGISTRY)
+    return WEIGHT_FILES.names()
 
 
 def cache_dir() -> Path:

@@ -1,9 +1,11 @@
 """The arrows that must never exist (docs/ARCHITECTURE.md): `zoo` never imports `benchmarks` or the command line,
-and `benchmarks` never imports the command line. `zoo_cli` is the composition root that joins them."""
+and `benchmarks` never imports the command line. `zoo_cli` is the composition root that joins them. `hvz_registry`,
+which both packages (`benchmarks.metrics` included) import, imports nothing but the standard library."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,13 @@ def test_package_imports_none_of(package, forbidden):
     assert len(files) > 10
     offenders = {path.relative_to(ROOT).as_posix(): sorted(imported_packages(path) & forbidden) for path in files}
     assert {path: found for path, found in offenders.items() if found} == {}
+
+
+def test_the_registry_primitive_imports_only_the_standard_library():
+    files = sorted((ROOT / "hvz_registry").rglob("*.py"))
+    assert files
+    imported = {path.relative_to(ROOT).as_posix(): imported_packages(path) - sys.stdlib_module_names for path in files}
+    assert {path: sorted(found) for path, found in imported.items() if found} == {}
 
 
 def test_the_boundary_check_sees_lazy_imports(tmp_path):

@@ -22,18 +22,18 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGING_INPUTS = ("pyproject.toml", "README.md", "zoo", "benchmarks", "zoo_cli")
+PACKAGING_INPUTS = ("pyproject.toml", "README.md", "zoo", "benchmarks", "zoo_cli", "hvz_registry")
 
 # Run inside the fresh venv (one process: each start imports torch): `zoo list`, then as JSON where the packages were
 # imported from and what the packaged defaults give.
 CHECKS = textwrap.dedent("""
     import json, sys
-    import benchmarks, zoo
+    import benchmarks, hvz_registry, zoo
     from benchmarks.harness import list_protocols, list_recipes, load_protocol, load_recipe
     from zoo_cli import main
     assert main(["list"]) == 0
     print(json.dumps({
-        "files": [zoo.__file__, benchmarks.__file__],
+        "files": [zoo.__file__, benchmarks.__file__, hvz_registry.__file__],
         "block_size": zoo.create_model("diffusion_forcing").config.block_size,
         "learning_rate": zoo.create_model("interleaved_latent").config.learning_rate,
         "preset_dim": zoo.registry.model_config("video_diffusion", config_path="video_diffusion_large").dim,

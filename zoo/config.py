@@ -6,7 +6,6 @@ An unknown or mistyped key is an error naming the key and its closest valid spel
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +13,8 @@ from typing import Any, TypeVar
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from hvz_registry import Registry, UnknownNameError, did_you_mean, unknown_name
 
 T = TypeVar("T")
 
@@ -31,18 +32,6 @@ class ConfigError(ValueError):
 def config_dir() -> Path:
     """The package's `zoo/configs/` folder: defaults of models, datasets, trainers and autoencoders, and presets."""
     return CONFIG_DIR
-
-
-def closest(name: str, choices: Iterable[str]) -> str | None:
-    """The closest spelling of `name` among `choices`, or None if nothing is close."""
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return matches[0] if matches else None
-
-
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' or '' — appended to error messages."""
-    match = closest(name, choices)
-    return f" (did you mean '{match}'?)" if match else ""
 
 
 def _schema_keys(schema: type, prefix: str = "") -> list[str]:
@@ -83,8 +72,8 @@ def named_yaml(name_or_path: str | Path, folder: Path, kind: str, known: Callabl
         return path
     candidate = folder / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        raise ConfigError(f"unknown {kind} '{name_or_path}'{did_you_mean(str(name_or_path), known())}; {kind}s live in "
-                          f"{folder}, or pass a path to a .yaml file")
+        raise ConfigError(unknown_name(kind, str(name_or_path), known(),
+                                       f"{kind}s live in {folder}, or pass a path to a .yaml file"))
     return candidate
 
 
@@ -140,13 +129,6 @@ def build_config(
         raise ConfigError(f"invalid {where}: {exc}".splitlines()[0]) from exc
 
 
-class UnknownNameError(KeyError):
-    """A name that is not registered (a model, a dataset, ...)."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; a user wants it plain
-        return str(self.args[0])
-
-
 def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None) -> Mapping[str, Any] | None:
     """Overrides given as a mapping pass through; a `key=value` dotlist is parsed."""
     if overrides is None or isinstance(overrides, (Mapping, DictConfig)):
@@ -173,7 +155,12 @@ class RegistryEntry:
         return self.cls.__module__.partition(".")[0] == __name__.partition(".")[0]
 
 
-class ConfigRegistry:
+def _same_class(old: RegistryEntry, new: RegistryEntry) -> bool:
+    # A module imported twice (a plugin given twice, a test re-imported) defines a new class object of the same name.
+    return old.cls.__qualname__ == new.cls.__qualname__
+
+
+class ConfigRegistry(Registry[RegistryEntry]):
     """Names -> (class, config dataclass, `zoo/configs/<yaml_folder>/<name>.yaml`): the door to models and datasets.
 
     `kind` names the things in messages; `base_cls` / `base_config` are what registered classes must extend;
@@ -182,30 +169,19 @@ class ConfigRegistry:
 
     def __init__(self, kind: str, yaml_folder: str, base_cls: type, base_config: type,
                  error: type[UnknownNameError], hint: str) -> None:
-        self.kind, self.yaml_folder, self.base_cls, self.base_config = kind, yaml_folder, base_cls, base_config
-        self.error, self.hint = error, hint
-        self.entries: dict[str, RegistryEntry] = {}
+        super().__init__(kind, error=error, hint=hint, same=_same_class, describe=lambda entry: entry.cls.__qualname__)
+        self.yaml_folder, self.base_cls, self.base_config = yaml_folder, base_cls, base_config
 
-    def register(self, name: str, cls: type, config_cls: type) -> type:
+    def register_class(self, name: str, cls: type, config_cls: type) -> type:
+        """Register `cls`, configured by dataclass `config_cls`, as `name`; both must extend this registry's bases."""
         if not issubclass(cls, self.base_cls):
             raise TypeError(f"{cls.__name__} must subclass {self.base_cls.__module__}.{self.base_cls.__name__} "
                             f"to be registered as a {self.kind}")
         if not issubclass(config_cls, self.base_config):
             raise TypeError(f"config {config_cls.__name__} of {self.kind} {name} must extend "
                             f"{self.base_config.__module__}.{self.base_config.__name__}")
-        existing = self.entries.get(name)
-        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"{self.kind} name '{name}' is already registered by {existing.cls.__qualname__}")
-        self.entries[name] = RegistryEntry(name, cls, config_cls, self.yaml_folder)
+        self.register(name, RegistryEntry(name, cls, config_cls, self.yaml_folder))
         return cls
-
-    def names(self) -> list[str]:
-        return sorted(self.entries)
-
-    def entry(self, name: str) -> RegistryEntry:
-        if name not in self.entries:
-            raise self.error(f"unknown {self.kind} '{name}'{did_you_mean(name, self.entries)}; {self.hint}")
-        return self.entries[name]
 
     def presets_dir(self) -> Path:
         return config_dir() / self.yaml_folder / "presets"
@@ -220,7 +196,7 @@ class ConfigRegistry:
         None only for a plugin without a default YAML; a built-in's missing default is an error, never a silent
         fallback to its dataclass defaults.
         """
-        entry = self.entry(name)
+        entry = self.get(name)
         if config_path is not None:
             if Path(config_path).suffix in (".yaml", ".yml"):
                 return Path(config_path)  # load_yaml names a missing file
@@ -238,5 +214,5 @@ class ConfigRegistry:
         overrides."""
         yaml_path = self.config_yaml(name, config_path)
         yaml = load_yaml(yaml_path) if yaml_path is not None else None
-        entry = self.entry(name)
+        entry = self.get(name)
         return build_config(entry.config_cls, yaml, as_overrides(overrides), where=f"config of {self.kind} '{name}'")

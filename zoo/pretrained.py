@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from zoo.config import ConfigError, did_you_mean
+from hvz_registry import did_you_mean
+from zoo.config import ConfigError
 from zoo.files import sha256_file
 from zoo.interface import VideoGenerator
 

@@ -6,7 +6,6 @@ and are merged with overrides against the model's config dataclass.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import json
 import pkgutil
@@ -17,7 +16,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from zoo.config import ConfigError, ConfigRegistry, RegistryEntry, UnknownNameError, as_overrides, build_config
+from hvz_registry import UnknownNameError
+from zoo.config import ConfigError, ConfigRegistry, RegistryEntry, as_overrides, build_config
 from zoo.interface import ModelConfig, VideoGenerator
 
 
@@ -34,7 +34,7 @@ def register_model(name: str, config: type[ModelConfig]) -> Callable[[type[Video
     """Class decorator: `@register_model("my_model", config=MyConfig)` on a `VideoGenerator` subclass."""
 
     def decorator(cls: type[VideoGenerator]) -> type[VideoGenerator]:
-        MODELS.register(name, cls, config)
+        MODELS.register_class(name, cls, config)
         cls.model_name = name
         return cls
 
@@ -56,12 +56,12 @@ def _import_builtin_models() -> None:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern, sorted."""
     _import_builtin_models()
-    return [name for name in MODELS.names() if fnmatch.fnmatch(name, pattern)]
+    return MODELS.names(pattern)
 
 
 def get_entry(name: str) -> RegistryEntry:
     _import_builtin_models()
-    return MODELS.entry(name)
+    return MODELS.get(name)
 
 
 def model_config(

@@ -23,7 +23,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, Weight
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
-from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
+from hvz_registry import unknown_name
+from zoo.config import ConfigError, build_config, config_dir, load_yaml, parse_overrides
 from zoo.interface import VideoGenerator
 
 
@@ -74,9 +75,7 @@ def trainer_config(
     path = config_dir() / "trainer" / f"{preset}.yaml"
     if not path.is_file():
         presets = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(
-            f"unknown trainer preset '{preset}'{did_you_mean(preset, presets)}; presets: {', '.join(presets)}"
-        )
+        raise ConfigError(unknown_name("trainer preset", preset, presets, f"presets: {', '.join(presets)}"))
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(list(overrides))
     return build_config(TrainerConfig, load_yaml(path), overrides, where=f"trainer preset '{preset}'")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import ConfigError, did_you_mean, parse_overrides
+from hvz_registry import did_you_mean
+from zoo.config import ConfigError, parse_overrides
 from zoo.plugins import PLUGINS_ENV, import_plugins
 
 if TYPE_CHECKING:

@@ -21,9 +21,8 @@ Each extractor also declares the weight files it loads: `extractor_weights(name)
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -44,6 +43,7 @@ from benchmarks.features.inception import (
 )
 from benchmarks.features.perceptual import LPIPS_HEADS, LPIPS_HEADS_SHA256, load_lpips_alex
 from benchmarks.weights import fetch, recorded_sha256
+from hvz_registry import Registry, UnknownNameError
 
 # {weight file: sha256} of what an extractor loads, computed on demand (a retrained domain network is read anew).
 WeightsDeclaration = Callable[[], dict[str, str | None]]
@@ -64,69 +64,67 @@ def _files(*names: str) -> WeightsDeclaration:
     return lambda: {name: recorded_sha256(name) for name in names}
 
 
-_EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
-    "i3d_torchscript": _i3d_torchscript,
-    "i3d_inception_state_dict": _i3d_state_dict("logits"),
-    "i3d_inception_state_dict.pool": _i3d_state_dict("pool"),
-    "inception_clean": lambda: CleanInceptionFeatures(load_clean_inception(fetch("inception-2015-12-05"))),
-    "inception_torchmetrics": lambda: TorchmetricsInceptionFeatures(fetch("pt_inception-2015-12-05")),
-    "lpips_alex": lambda: load_lpips_alex(fetch("alexnet-owt")),
-}
-_WEIGHTS: dict[str, WeightsDeclaration] = {
-    "i3d_torchscript": _files("i3d_torchscript"),
-    "i3d_inception_state_dict": _files("i3d_pretrained_400"),
-    "i3d_inception_state_dict.pool": _files("i3d_pretrained_400"),
-    "inception_clean": _files("inception-2015-12-05"),
-    "inception_torchmetrics": _files("pt_inception-2015-12-05"),
-    "lpips_alex": lambda: {**_files("alexnet-owt")(), LPIPS_HEADS: LPIPS_HEADS_SHA256},
-}
+@dataclass(frozen=True)
+class Extractor:
+    """How to build an extractor (`factory(**kwargs)`) and which weight files it loads (None: weights in code)."""
+
+    factory: Callable[..., nn.Module]
+    weights: WeightsDeclaration | None = None
 
 
-for _dataset in DOMAIN_HEADS:
-    _EXTRACTORS[f"domain_{_dataset}"] = lambda dataset=_dataset: DomainVideoFeatures(load_domain_net(dataset))
-    _EXTRACTORS[f"domain_{_dataset}.frames"] = lambda dataset=_dataset: DomainFrameFeatures(load_domain_net(dataset))
-    _EXTRACTORS[f"domain_{_dataset}.classifier"] = lambda dataset=_dataset: load_domain_net(dataset)
-    for _suffix in ("", ".frames", ".classifier"):
-        _WEIGHTS[f"domain_{_dataset}{_suffix}"] = lambda dataset=_dataset: {
-            f"domain_{dataset}": domain_weights_sha256(dataset)}
-
-
-class UnknownExtractorError(KeyError):
+class UnknownExtractorError(UnknownNameError):
     """An extractor name that is not registered."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+
+EXTRACTORS: Registry[Extractor] = Registry("extractor", error=UnknownExtractorError)
 
 
 def register_extractor(name: str, factory: Callable[..., nn.Module], weights: WeightsDeclaration | None = None) -> None:
     """Make `create_extractor(name)` call `factory(**kwargs)`; `weights()` gives {weight file: sha256} of the files
-    it loads (leave it out for weights defined in code, which `MetricSpec.extractor_sha256` can pin)."""
-    _EXTRACTORS[name] = factory
-    if weights is None:
-        _WEIGHTS.pop(name, None)
-    else:
-        _WEIGHTS[name] = weights
+    it loads (leave it out for weights defined in code, which `MetricSpec.extractor_sha256` can pin). A name already
+    taken by another extractor is an error."""
+    EXTRACTORS.register(name, Extractor(factory, weights))
+
+
+register_extractor("i3d_torchscript", _i3d_torchscript, _files("i3d_torchscript"))
+register_extractor("i3d_inception_state_dict", _i3d_state_dict("logits"), _files("i3d_pretrained_400"))
+register_extractor("i3d_inception_state_dict.pool", _i3d_state_dict("pool"), _files("i3d_pretrained_400"))
+register_extractor("inception_clean", lambda: CleanInceptionFeatures(load_clean_inception(fetch("inception-2015-12-05"))),
+                   _files("inception-2015-12-05"))
+register_extractor("inception_torchmetrics", lambda: TorchmetricsInceptionFeatures(fetch("pt_inception-2015-12-05")),
+                   _files("pt_inception-2015-12-05"))
+register_extractor("lpips_alex", lambda: load_lpips_alex(fetch("alexnet-owt")),
+                   lambda: {**_files("alexnet-owt")(), LPIPS_HEADS: LPIPS_HEADS_SHA256})
+
+
+def _domain_weights(dataset: str) -> WeightsDeclaration:
+    return lambda: {f"domain_{dataset}": domain_weights_sha256(dataset)}
+
+
+for _dataset in DOMAIN_HEADS:
+    register_extractor(f"domain_{_dataset}", lambda dataset=_dataset: DomainVideoFeatures(load_domain_net(dataset)),
+                       _domain_weights(_dataset))
+    register_extractor(f"domain_{_dataset}.frames",
+                       lambda dataset=_dataset: DomainFrameFeatures(load_domain_net(dataset)), _domain_weights(_dataset))
+    register_extractor(f"domain_{_dataset}.classifier", lambda dataset=_dataset: load_domain_net(dataset),
+                       _domain_weights(_dataset))
 
 
 def extractor_weights(name: str) -> dict[str, str | None]:
     """{weight file: sha256} of the files extractor `name` loads, as recorded (what loading verifies), read without
     building it or hashing big files; {} for an extractor that declares none or is unknown."""
-    declaration = _WEIGHTS.get(name)
+    declaration = EXTRACTORS.get(name).weights if name in EXTRACTORS else None
     return declaration() if declaration is not None else {}
 
 
 def list_extractors(pattern: str = "*") -> list[str]:
     """Registered extractor names matching a shell-style pattern, sorted."""
-    return sorted(name for name in _EXTRACTORS if fnmatch.fnmatch(name, pattern))
+    return EXTRACTORS.names(pattern)
 
 
 def create_extractor(name: str, **kwargs: Any) -> nn.Module:
     """Build extractor `name` with verified weights (raises `WeightsUnavailableError` offline without them)."""
-    if name not in _EXTRACTORS:
-        close = difflib.get_close_matches(name, list(_EXTRACTORS), n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UnknownExtractorError(f"unknown extractor '{name}'{hint}; known: {', '.join(list_extractors())}")
-    return _EXTRACTORS[name](**kwargs).eval()
+    return EXTRACTORS.get(name).factory(**kwargs).eval()
 
 
 __all__ = [
@@ -134,6 +132,7 @@ __all__ = [
     "DomainFrameFeatures",
     "DomainVideoFeatures",
     "DomainVideoNet",
+    "Extractor",
     "I3DFeatures",
     "InceptionI3d",
     "StateDictI3D",

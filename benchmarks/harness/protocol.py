@@ -19,7 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from benchmarks.features import extractor_weights
 from benchmarks.metrics.registry import MODULE_ARGUMENTS, UnknownMetricError, extractor_names
-from zoo.config import ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
+from hvz_registry import did_you_mean
+from zoo.config import ConfigError, build_config, load_yaml, named_yaml, parse_overrides
 
 CONDITIONS = ("none", "text", "context")
 CLIP_WINDOWS = ("first", "last", "all")

@@ -15,7 +15,8 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from zoo.config import ConfigError, build_config, did_you_mean, load_yaml, named_yaml, parse_overrides
+from hvz_registry import did_you_mean
+from zoo.config import ConfigError, build_config, load_yaml, named_yaml, parse_overrides
 
 
 @dataclass

@@ -8,13 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.metrics.base import LABELLED, VideoMetric
-
-
-def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+from hvz_registry import did_you_mean
 
 
 def _multi_hot(indices: Tensor, num_classes: int) -> Tensor:
@@ -68,7 +62,7 @@ class PromptAdherence(VideoMetric):
         unknown = [name for name in labels if name not in self.label_names]
         if unknown:
             raise ValueError(
-                f"unknown label '{unknown[0]}'{_did_you_mean(unknown[0], self.label_names)}; "
+                f"unknown label '{unknown[0]}'{did_you_mean(unknown[0], self.label_names)}; "
                 f"the classifier predicts {list(self.label_names)}"
             )
         with torch.no_grad():

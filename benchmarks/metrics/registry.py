@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +13,7 @@ from benchmarks.metrics.over_time import FIDOverTime, SlidingWindowFVD
 from benchmarks.metrics.prompt_adherence import PromptAdherence
 from benchmarks.metrics.temporal import Flicker, MotionMagnitude, WarpingError
 from benchmarks.metrics.temporal_reference import TemporalLPIPS, TemporalOF
+from hvz_registry import Registry, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -25,50 +24,38 @@ class MetricEntry:
     default_modules: dict[str, str] = field(default_factory=dict)
 
 
-_METRICS: dict[str, MetricEntry] = {
-    "fvd": MetricEntry(FrechetVideoDistance, {"extractor": "i3d_torchscript"}),
-    "kvd": MetricEntry(KernelVideoDistance, {"extractor": "i3d_torchscript"}),
-    "fid": MetricEntry(FrechetInceptionDistance, {"extractor": "inception_clean"}),
-    "kid": MetricEntry(KernelInceptionDistance, {"extractor": "inception_clean"}),
-    "fid_over_time": MetricEntry(FIDOverTime, {"extractor": "inception_clean"}),
-    "fvd_sliding_window": MetricEntry(SlidingWindowFVD, {"extractor": "i3d_torchscript"}),
-    "warping_error": MetricEntry(WarpingError),
-    "flicker": MetricEntry(Flicker),
-    "motion_magnitude": MetricEntry(MotionMagnitude),
-    "tof": MetricEntry(TemporalOF),
-    "tlp": MetricEntry(TemporalLPIPS, {"lpips_net": "lpips_alex"}),
-    "prompt_adherence": MetricEntry(PromptAdherence),
-}
+class UnknownMetricError(UnknownNameError):
+    """A metric name that is not registered."""
+
+
+METRICS: Registry[MetricEntry] = Registry("metric", error=UnknownMetricError)
+METRICS.register("fvd", MetricEntry(FrechetVideoDistance, {"extractor": "i3d_torchscript"}))
+METRICS.register("kvd", MetricEntry(KernelVideoDistance, {"extractor": "i3d_torchscript"}))
+METRICS.register("fid", MetricEntry(FrechetInceptionDistance, {"extractor": "inception_clean"}))
+METRICS.register("kid", MetricEntry(KernelInceptionDistance, {"extractor": "inception_clean"}))
+METRICS.register("fid_over_time", MetricEntry(FIDOverTime, {"extractor": "inception_clean"}))
+METRICS.register("fvd_sliding_window", MetricEntry(SlidingWindowFVD, {"extractor": "i3d_torchscript"}))
+METRICS.register("warping_error", MetricEntry(WarpingError))
+METRICS.register("flicker", MetricEntry(Flicker))
+METRICS.register("motion_magnitude", MetricEntry(MotionMagnitude))
+METRICS.register("tof", MetricEntry(TemporalOF))
+METRICS.register("tlp", MetricEntry(TemporalLPIPS, {"lpips_net": "lpips_alex"}))
+METRICS.register("prompt_adherence", MetricEntry(PromptAdherence))
 
 
 # The arguments of a metric that take a module, given as one or as a `benchmarks.features` extractor name.
 MODULE_ARGUMENTS = ("extractor", "lpips_net", "classifier")
 
 
-class UnknownMetricError(KeyError):
-    """A metric name that is not registered."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
 def list_metrics(pattern: str = "*") -> list[str]:
     """Registered metric names matching a shell-style pattern, sorted."""
-    return sorted(name for name in _METRICS if fnmatch.fnmatch(name, pattern))
-
-
-def _entry(name: str) -> MetricEntry:
-    if name not in _METRICS:
-        close = difflib.get_close_matches(name, list(_METRICS), n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UnknownMetricError(f"unknown metric '{name}'{hint}; known metrics: {', '.join(list_metrics())}")
-    return _METRICS[name]
+    return METRICS.names(pattern)
 
 
 def extractor_names(name: str, **kwargs: Any) -> dict[str, str]:
     """{module argument: extractor name} that `create_metric(name, **kwargs)` resolves: the names given, else the
     metric's defaults; arguments given as modules are left out. Builds nothing."""
-    defaults = _entry(name).default_modules
+    defaults = METRICS.get(name).default_modules
     resolved = {argument: kwargs.get(argument, defaults.get(argument)) for argument in MODULE_ARGUMENTS}
     return {argument: value for argument, value in resolved.items() if isinstance(value, str)}
 
@@ -77,7 +64,7 @@ def create_metric(name: str, **kwargs: Any) -> Metric:
     """Build metric `name`. Module arguments (`MODULE_ARGUMENTS`) may be given as modules or as
     `benchmarks.features` extractor names; left out, they default to the canonical extractor (e.g. FVD: I3D).
     """
-    entry = _entry(name)
+    entry = METRICS.get(name)
     for argument, extractor in extractor_names(name, **kwargs).items():
         from benchmarks.features import create_extractor
 

@@ -163,7 +163,7 @@ def test_a_builtin_without_its_default_yaml_is_a_one_line_error(tmp_path, monkey
 
     # Registered from inside the package (as a new zoo/models/ file would be) but with no YAML written for it; in a
     # copy of the registry, so no later test sees it among the zoo's models.
-    monkeypatch.setattr(MODELS, "entries", dict(MODELS.entries))
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
     cls = type("Unconfigured", (ConstantVideo,), {"__module__": "zoo.models.unconfigured"})
     register_model("test_unconfigured_builtin", config=UnconfiguredConfig)(cls)
     with pytest.raises(ConfigError, match=r"built-in model 'test_unconfigured_builtin' has no default config: .*"

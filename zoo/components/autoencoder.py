@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from zoo.config import ConfigError, build_config, config_dir, did_you_mean, load_yaml, parse_overrides
+from hvz_registry import did_you_mean
+from zoo.config import ConfigError, build_config, config_dir, load_yaml, parse_overrides
 from zoo.files import sha256_file
 from zoo.training import TrainerConfig, quiet_fit_callbacks, silence_lightning_notes
 

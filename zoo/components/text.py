@@ -13,7 +13,8 @@ import zlib
 import torch
 from torch import Tensor, nn
 
-from zoo.config import ConfigError, did_you_mean
+from hvz_registry import Registry
+from zoo.config import ConfigError
 
 NULL_PROMPT = ""
 TEXT_EXTRA_HINT = "pip install 'hybrid-video-zoo[text]'"
@@ -132,14 +133,14 @@ class MiniLMTextEncoder(TextEncoder):
         return tokens, mask, pooled
 
 
-TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"learned": LearnedTextEncoder, "minilm": MiniLMTextEncoder}
+TEXT_ENCODERS: Registry[type[TextEncoder]] = Registry("text encoder", error=ConfigError)
+TEXT_ENCODERS.register("learned", LearnedTextEncoder)
+TEXT_ENCODERS.register("minilm", MiniLMTextEncoder)
 
 
 def build_text_encoder(name: str, dim: int) -> TextEncoder:
     """A text encoder by name ("learned" | "minilm") producing `dim`-wide embeddings."""
-    if name not in TEXT_ENCODERS:
-        raise ConfigError(f"unknown text encoder '{name}'{did_you_mean(name, TEXT_ENCODERS)}; use one of {sorted(TEXT_ENCODERS)}")
-    return TEXT_ENCODERS[name](dim)
+    return TEXT_ENCODERS.get(name)(dim)
 
 
 def encode_prompts_per_frame(encoder: TextEncoder, prompts: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:

@@ -13,7 +13,8 @@ from typing import Any
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from zoo.config import ConfigError, ConfigRegistry, UnknownNameError, as_overrides, did_you_mean
+from hvz_registry import UnknownNameError, unknown_name
+from zoo.config import ConfigError, ConfigRegistry, as_overrides
 
 SPLITS = ("train", "val", "test")
 
@@ -46,7 +47,7 @@ def register_dataset(name: str, config_cls: type[DatasetConfig]) -> Callable[[ty
     """Class decorator: `@register_dataset("my_data", MyConfig)` on a Dataset built as `cls(config, split)`."""
 
     def decorator(cls: type[Dataset]) -> type[Dataset]:
-        DATASETS.register(name, cls, config_cls)
+        DATASETS.register_class(name, cls, config_cls)
         cls.dataset_name = name
         return cls
 
@@ -71,8 +72,8 @@ def create_dataset(
 ) -> Dataset:
     """Build split `split` ("train", "val" or "test") of dataset `name` from its YAML, `overrides` and keywords."""
     if split not in SPLITS:
-        raise ConfigError(f"unknown split '{split}'{did_you_mean(split, SPLITS)}; use one of {', '.join(SPLITS)}")
-    entry = DATASETS.entry(name)
+        raise ConfigError(unknown_name("split", split, SPLITS, f"use one of {', '.join(SPLITS)}"))
+    entry = DATASETS.get(name)
     merged: dict[str, Any] = dict(as_overrides(overrides) or {})
     merged.update(kwargs)
     return entry.cls(dataset_config(name, merged or None), split)

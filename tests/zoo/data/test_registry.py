@@ -39,7 +39,7 @@ def test_bad_key_split_and_override_are_one_line_errors() -> None:
 
 
 def test_register_a_new_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry.DATASETS, "entries", dict(registry.DATASETS.entries))  # leave no test dataset behind
+    monkeypatch.setattr(registry.DATASETS, "_entries", dict(registry.DATASETS._entries))  # leave no test dataset behind
 
     @dataclass
     class ConstantConfig(DatasetConfig):
