@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.files import atomic_write_json
 from benchmarks.harness.distributed import gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import Protocol
 from benchmarks.harness.provenance import provenance
@@ -30,7 +31,7 @@ from benchmarks.harness.samples import (
     write_strip,
 )
 from benchmarks.harness.scoring import sample_folders, score_samples
-from benchmarks.leaderboard import atomic_write_json, result_filename, validate_result
+from benchmarks.leaderboard import result_filename, validate_result
 
 UNREPORTED_HARDWARE = {"device": "unknown", "name": "not reported by the generator"}
 

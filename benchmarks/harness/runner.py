@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks.files import atomic_write_json
 from benchmarks.harness.distributed import (
     barrier,
     from_rank_zero,
@@ -44,7 +45,6 @@ from benchmarks.harness.samples import SamplesError, read_manifest, write_strip
 from benchmarks.harness.scoring import score_samples
 from benchmarks.leaderboard import (
     ResultError,
-    atomic_write_json,
     build_leaderboard,
     load_result,
     print_table,

@@ -12,7 +12,7 @@ from pathlib import Path
 from filelock import FileLock
 from rich.console import Console
 
-from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from benchmarks.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from benchmarks.leaderboard.html import render_html
 from benchmarks.leaderboard.render import print_boards, render_csv, render_markdown
 from benchmarks.leaderboard.results import (
@@ -33,7 +33,6 @@ __all__ = [
     "Excluded",
     "LoadedResult",
     "ResultError",
-    "atomic_write_json",
     "build_leaderboard",
     "group_results",
     "load_boards",
