@@ -261,8 +261,8 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_reference(args: argparse.Namespace) -> None:
+    from benchmarks.files import atomic_write_json
     from benchmarks.harness import build_reference_statistics
-    from benchmarks.leaderboard import atomic_write_json
 
     protocol, device = _protocol_and_device(args)
     report = build_reference_statistics(protocol, args.data_root, device)

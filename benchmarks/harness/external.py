@@ -30,9 +30,7 @@ from benchmarks.harness.samples import (
     write_strip,
 )
 from benchmarks.harness.scoring import sample_folders, score_samples
-from benchmarks.leaderboard import atomic_write_json, result_filename, validate_result
-
-UNREPORTED_HARDWARE = {"device": "unknown", "name": "not reported by the generator"}
+from benchmarks.record import ResultRecord
 
 
 class SamplesRejected(SamplesError):
@@ -205,57 +203,9 @@ def check_samples(samples_dir: str | Path, protocol: Protocol, reference: Refere
     return problems
 
 
-def _row_id(generator: str, tag: str | None, protocol: Protocol, real: bool = False) -> tuple[str, str]:
-    name, _, own_tag = generator.partition(".")
-    return name, tag or own_tag or ("heldout" if real else f"{protocol.name}_external")
-
-
-def external_result(
-    manifests: list[SampleManifest], scores: dict[str, Any], protocol: Protocol, tag: str | None,
-    scoring_seconds: float,
-) -> dict[str, Any]:
-    """The result record of a scored sample folder (valid against `result.schema.json`)."""
-    first = manifests[0]
-    # Held-out real clips (checked to be exactly those clips by `check_samples`): the row every table starts with.
-    source = "real" if first.heldout_index is not None else "external"
-    name, row_tag = _row_id(first.generator, tag, protocol, real=source == "real")
-    base = next((m for m in manifests if m.rollout == 1), first)
-    frames = base.num_videos * base.num_frames
-    version = first.generator_version
-    checkpoint = version if len(version) == 64 and all(c in "0123456789abcdef" for c in version) else None
-    stage_seconds = {f"sampling_{m.rollout}x": round(m.sampling_seconds, 2) for m in manifests
-                     if m.sampling_seconds is not None}
-    metrics = {key: scores["metrics"][key] for key in protocol.metric_keys() if key in scores["metrics"]}
-    protocol_block = protocol.result_block(scores["reference_sha256"])
-    for key in protocol.metric_keys():  # rollouts the folder does not hold: missing, never 0
-        if key not in metrics:
-            spec_id, rollout = key.rsplit("@", 1)
-            spec = next(s for s in protocol.metrics if s.id == spec_id)
-            metrics[key] = {"value": None, "metric": spec.metric, "variant": spec.id, "rollout": int(rollout[:-1]),
-                            "higher_is_better": spec.higher_is_better, "num_real": None, "num_fake": 0,
-                            "extractor": spec.extractor, "missing_reason": f"the sample folder has no {rollout} rollout"}
-    return {
-        "schema_version": 1,
-        "id": f"{name}.{row_tag}",
-        "recipe": None,
-        "seed": first.seed,
-        "model": {"name": name, "tag": row_tag, "source": source, "strategy": None, "config": None,
-                  "supported_conditions": [] if first.conditioned_on == "none" else [first.conditioned_on],
-                  "conditioned_on": first.conditioned_on, "clip_length": None, "can_extend": None},
-        "protocol": protocol_block,
-        "metrics": metrics,
-        "curves": scores["curves"],
-        "cost": {
-            "num_parameters": first.num_parameters, "train_steps": None, "train_seconds": None,
-            "sampling_seconds_per_frame": base.sampling_seconds / frames if base.sampling_seconds else None,
-            "sampling_batch_size": base.batch_size, "peak_memory_mb": None,
-            "hardware": first.hardware or UNREPORTED_HARDWARE,
-            "stage_seconds": {**stage_seconds, "scoring": round(scoring_seconds, 2)},
-        },
-        "provenance": {**provenance(protocol_block["hash"], checkpoint, first.seed, None), "source": source,
-                       "manifest_sha256": scores["manifest_sha256"], "generator_version": version},
-        "samples": {"strip": None, "num_videos": 0, "fps": first.fps},
-    }
+def _checkpoint_of(version: str) -> str | None:
+    """The generator version when it is a sha256 (`zoo bench` folders carry their checkpoint's); else None."""
+    return version if len(version) == 64 and all(c in "0123456789abcdef" for c in version) else None
 
 
 def score_external(
@@ -280,15 +230,19 @@ def score_external(
     scores = score_samples(samples_dir, protocol, reference, data_root=data_root, device=device)
     folders = sorted(((read_manifest(folder), folder) for folder in sample_folders(samples_dir)),
                      key=lambda pair: pair[0].rollout)
-    result = external_result([manifest for manifest, _ in folders], scores, protocol, tag,
-                             time.perf_counter() - started)
-    validate_result(result)
+    seconds = time.perf_counter() - started
+    manifests = [manifest for manifest, _ in folders]
+    first = manifests[0]
+    environment = provenance(protocol.result_hash, _checkpoint_of(first.generator_version), first.seed, None)
+    # Held-out real clips (checked to be exactly those clips by `check_samples`): the row every table starts with.
+    constructor = ResultRecord.real_folder if first.heldout_index is not None else ResultRecord.external_folder
+    record = constructor(manifests, scores, protocol, tag, seconds, environment)
+    record.validate()
     if rank_and_world_size()[0] != 0:
-        return None, result
-    path = Path(out_dir) / result_filename(result)
+        return None, record.to_dict()
     longest, folder = folders[-1]
     count = min(strip_videos, longest.num_videos)
-    strip = write_strip(folder, path.with_suffix(".gif"), count, protocol.fps, protocol.channels)
+    strip = write_strip(folder, record.strip_path(out_dir), count, protocol.fps, protocol.channels)
     if strip:
-        result["samples"] = {"strip": strip, "num_videos": count, "fps": protocol.fps}
-    return atomic_write_json(path, result), result
+        record.samples = {"strip": strip, "num_videos": count, "fps": protocol.fps}
+    return record.write(out_dir), record.to_dict()

@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from benchmarks.files import atomic_write_json
 from benchmarks.harness.protocol import Protocol, metric_key
 from benchmarks.harness.provenance import hardware
 from benchmarks.harness.reference import ReferenceSet, heldout_clips, lengthened, load_reference
 from benchmarks.harness.samples import to_float
 from benchmarks.harness.scoring import ExtractorCache, first_line, prepare_metric, reference_window, summary_value
-from benchmarks.leaderboard.files import atomic_write_json
 from benchmarks.metrics.base import DISTRIBUTION
 from zoo.config import ConfigError
 

@@ -27,9 +27,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from benchmarks.files import atomic_write_json
 from benchmarks.harness.protocol import SCORING_VERSION, protocol_from_dict, result_hash
 from benchmarks.harness.scoring import weights_sha256
-from benchmarks.leaderboard import atomic_write_json, validate_result
+from benchmarks.record import validate_result
 from zoo.config import REPO_ROOT
 
 MIGRATION = "python -m benchmarks.harness.migrate_result_hash"

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks.files import atomic_write_bytes, atomic_write_json
 from benchmarks.harness.protocol import Protocol
 from benchmarks.harness.samples import to_uint8
-from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json
 from zoo.config import ConfigError
 
 

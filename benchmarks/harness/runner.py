@@ -1,9 +1,10 @@
 """`zoo bench <recipe>`: train (or load) each model, generate with fixed seeds, score, record cost, write results.
 
-One result file per (model, protocol, seed) under `<results_dir>/<protocol>/<model>.<tag>.seed<k>.json`, beside a
-GIF sample strip. Re-running skips entries whose result exists for the same result hash (protocol, extractor weights,
-scoring version) and run settings; `force` redoes them (training included). Training, checkpoints and sample
-folders live under `<runs_dir>/<protocol>/<row id>/`.
+One result file per (model, protocol, seed): a `ResultRecord.zoo_run` written to its `path`,
+`<results_dir>/<protocol>/<model>.<tag>.seed<k>.json`, beside a GIF sample strip. Re-running skips entries whose
+result exists for the same result hash (protocol, extractor weights, scoring version) and run settings; `force`
+redoes them (training included). Training, checkpoints and sample folders live under
+`<runs_dir>/<protocol>/<row id>/`.
 
 Under torchrun (or in any process group) rank 0 trains each row while the others wait, then every rank loads the
 weights, generates its share of the batches and scores its share of the files; rank 0 writes results and the
@@ -28,6 +29,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks.files import atomic_write_json
 from benchmarks.harness.distributed import (
     barrier,
     from_rank_zero,
@@ -36,21 +38,15 @@ from benchmarks.harness.distributed import (
     rank_zero_first,
 )
 from benchmarks.harness.generation import conditioned_on, generate_samples, unsupported_reason
-from benchmarks.harness.protocol import Protocol, load_protocol, metric_key
+from benchmarks.harness.protocol import Protocol, load_protocol
 from benchmarks.harness.provenance import GitState, PeakMemory, git_state, hardware, provenance
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
 from benchmarks.harness.reference import ReferenceSet, dataset_overrides, load_reference
 from benchmarks.harness.samples import SamplesError, read_manifest, write_strip
 from benchmarks.harness.scoring import score_samples
-from benchmarks.leaderboard import (
-    ResultError,
-    atomic_write_json,
-    build_leaderboard,
-    load_result,
-    print_table,
-    validate_result,
-)
+from benchmarks.leaderboard import build_leaderboard, print_table
 from benchmarks.leaderboard.render import log_console
+from benchmarks.record import ResultError, ResultRecord, result_path
 from benchmarks.weights import sha256_of
 from zoo.config import ConfigError
 from zoo.interface import VideoGenerator
@@ -163,11 +159,11 @@ def is_finished(path: Path, protocol: Protocol, settings_sha256: str) -> bool:
     """A result file that validates and was produced under this exact protocol, extractor weights and scoring
     version (its result hash) and these run settings."""
     try:
-        result = load_result(path)
+        record = ResultRecord.load(path)
     except ResultError:
         return False
-    return (result["protocol"]["hash"] == protocol.result_hash
-            and result["provenance"].get("run_settings_sha256") == settings_sha256)
+    return (record.protocol["hash"] == protocol.result_hash
+            and record.provenance.get("run_settings_sha256") == settings_sha256)
 
 
 def _sample_folder_ready(folder: Path, protocol: Protocol, version: str) -> bool:
@@ -178,34 +174,23 @@ def _sample_folder_ready(folder: Path, protocol: Protocol, version: str) -> bool
     return manifest.protocol_hash == protocol.hash and manifest.generator_version == version
 
 
-def _missing_metrics(protocol: Protocol, rollout: int, reason: str) -> dict[str, Any]:
-    return {
-        metric_key(spec.id, rollout): {
-            "value": None, "metric": spec.metric, "variant": spec.id, "rollout": rollout,
-            "higher_is_better": spec.higher_is_better, "num_real": None, "num_fake": 0,
-            "extractor": spec.extractor, "missing_reason": reason,
-        }
-        for spec in protocol.metrics if rollout in spec.rollouts
-    }
-
-
 def run_seed(
     trained: Trained, name: str, row_id: str, recipe: Recipe, protocol: Protocol, reference: ReferenceSet,
-    seed: int, run_dir: Path, out_path: Path, device: torch.device, progress: Progress, settings_sha256: str,
+    seed: int, run_dir: Path, results_dir: Path, device: torch.device, progress: Progress, settings_sha256: str,
     memory: PeakMemory, git: GitState,
 ) -> Path:
-    """Generate every rollout for one seed, score them, and write the result file (atomically).
+    """Generate every rollout for one seed, score them, and write the result file (atomically); returns its path.
 
     `memory` measures this seed alone (entered by the caller); `git` is the state the run decided at its start.
     """
     model = trained.model
     seed_dir = run_dir / "samples" / f"seed{seed}"
-    made, missing, seconds, frames_made = [], {}, None, 0
+    made, unsupported, seconds, frames_made = [], {}, None, 0
     stage_seconds: dict[str, float] = {}
     for rollout in protocol.rollouts:
         reason = unsupported_reason(model, protocol, rollout)
         if reason is not None:
-            missing.update(_missing_metrics(protocol, rollout, reason))
+            unsupported[rollout] = reason
             continue
         folder = seed_dir / f"rollout{rollout}x"
         if not from_rank_zero(_sample_folder_ready(folder, protocol, trained.checkpoint_sha256)):
@@ -225,44 +210,20 @@ def run_seed(
         scores = score_samples(seed_dir, protocol, reference, device=device)
         stage_seconds["scoring"] = round(time.perf_counter() - started, 2)
         progress.remove_task(task)
+    out_path = result_path(results_dir, protocol.name, row_id, seed)
     if rank_and_world_size()[0] != 0:
         return out_path  # rank 0 writes the result
-    metrics = {key: (scores["metrics"].get(key) or missing[key]) for key in protocol.metric_keys()}
-    memory_mb, memory_kind = memory.read()
-    protocol_block = protocol.result_block(reference.sha256)
     strip = write_strip(seed_dir / f"rollout{max(made)}x", out_path.with_suffix(".gif"), recipe.strip_videos,
                         protocol.fps) if made else None
-    result = {
-        "schema_version": 1,
-        "id": row_id,
-        "recipe": recipe.name,
-        "seed": seed,
-        "model": {
-            "name": name, "tag": recipe.row_tag, "variant_of": recipe.row_settings(name).model,
-            "source": "zoo" if type(model).__module__.startswith("zoo.models.") else "external",
-            "strategy": model.strategy, "config": dataclasses.asdict(model.config),
-            "supported_conditions": sorted(model.supported_conditions),
-            "conditioned_on": conditioned_on(model, protocol),
-            "clip_length": model.clip_length, "can_extend": model.can_extend,
-        },
-        "protocol": protocol_block,
-        "metrics": metrics,
-        "curves": scores["curves"],
-        "cost": {
-            "num_parameters": model.num_parameters, "train_steps": trained.steps, "train_seconds": trained.seconds,
-            "sampling_seconds_per_frame": seconds / frames_made if seconds and frames_made else None,
-            "sampling_batch_size": protocol.batch_size, "peak_memory_mb": round(memory_mb, 1),
-            "peak_memory_kind": memory_kind, "hardware": hardware(device), "stage_seconds": stage_seconds,
-        },
-        "provenance": {**provenance(protocol_block["hash"], trained.checkpoint_sha256, seed, trained.training_seed,
-                                    git=git),
-                       "source": "zoo", "manifest_sha256": scores["manifest_sha256"],
-                       "run_settings_sha256": settings_sha256},
-        "samples": {"strip": strip, "num_videos": min(recipe.strip_videos, protocol.num_videos(max(made))) if strip else 0,
-                    "fps": protocol.fps},
-    }
-    validate_result(result)
-    return atomic_write_json(out_path, result)
+    record = ResultRecord.zoo_run(
+        model=model, name=name, tag=recipe.row_tag, variant_of=recipe.row_settings(name).model, recipe=recipe.name,
+        seed=seed, protocol=protocol, reference_sha256=reference.sha256,
+        conditioned_on=conditioned_on(model, protocol), scores=scores, unsupported=unsupported,
+        train_steps=trained.steps, train_seconds=trained.seconds, sampling_seconds=seconds, frames_made=frames_made,
+        stage_seconds=stage_seconds, peak_memory=memory.read(), hardware=hardware(device),
+        provenance=provenance(protocol.result_hash, trained.checkpoint_sha256, seed, trained.training_seed, git=git),
+        settings_sha256=settings_sha256, strip=strip, strip_videos=recipe.strip_videos)
+    return record.write(results_dir)
 
 
 @dataclass(frozen=True)
@@ -311,8 +272,8 @@ def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: Referen
     with Progress(*columns, console=console, transient=True) as progress:
         for seed in pending:
             with PeakMemory(device) as memory:  # this seed's peak, not the process's since it started
-                run_seed(trained, row.name, row_id, recipe, protocol, reference, seed, run_dir, row.targets[seed],
-                         device, progress, settings, memory, git)
+                run_seed(trained, row.name, row_id, recipe, protocol, reference, seed, run_dir,
+                         Path(recipe.results_dir), device, progress, settings, memory, git)
     console.print(f"{where} {row_id}: done in {time.perf_counter() - started:.0f}s")
 
 
@@ -337,8 +298,9 @@ def run_recipe(
     console.print(f"[bold]zoo bench {loaded.name}[/bold]: protocol {protocol.name} v{protocol.version} "
                   f"({protocol.result_hash[:10]}), {len(names)} model(s), seeds {protocol.seeds}, device {device}")
     reference = rank_zero_first(lambda: load_reference(protocol, loaded.data_root))
-    rows = [_Row(index, len(names), name, {seed: results_root / protocol.name / f"{name}.{loaded.row_tag}.seed{seed}.json"
-                                           for seed in protocol.seeds})
+    rows = [_Row(index, len(names), name,
+                 {seed: result_path(results_root, protocol.name, f"{name}.{loaded.row_tag}", seed)
+                  for seed in protocol.seeds})
             for index, name in enumerate(names, start=1)]
     busy: list[_Row] = []
     for row in rows:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json
+from benchmarks.files import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "zoo-samples/1"

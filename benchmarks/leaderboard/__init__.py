@@ -1,4 +1,7 @@
-"""The leaderboard: validate result files, group like with like, render README/CSV/HTML, accept submissions.
+"""The leaderboard: read result files, group like with like, render README/CSV/HTML, accept submissions.
+
+It only reads results: `benchmarks.record` validates and places them (its reading API is re-exported here),
+`benchmarks.files` writes the rendered board.
 
 `zoo leaderboard build` -> `build_leaderboard`, `zoo leaderboard submit <result.json>` -> `submit_result`;
 `zoo bench` ends with `print_table`.
@@ -12,35 +15,23 @@ from pathlib import Path
 from filelock import FileLock
 from rich.console import Console
 
-from benchmarks.leaderboard.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from benchmarks.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from benchmarks.leaderboard.html import render_html
 from benchmarks.leaderboard.render import print_boards, render_csv, render_markdown
-from benchmarks.leaderboard.results import (
-    Board,
-    Excluded,
-    LoadedResult,
-    ResultError,
-    group_results,
-    load_result,
-    load_results,
-    result_filename,
-    result_schema,
-    validate_result,
-)
+from benchmarks.leaderboard.results import Board, Excluded, LoadedResult, group_results, load_results
+from benchmarks.record import ResultError, load_result, result_path, result_schema, validate_result
 
 __all__ = [
     "Board",
     "Excluded",
     "LoadedResult",
     "ResultError",
-    "atomic_write_json",
     "build_leaderboard",
     "group_results",
     "load_boards",
     "load_result",
     "load_results",
     "print_table",
-    "result_filename",
     "result_schema",
     "submit_result",
     "validate_result",
@@ -77,8 +68,8 @@ def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/resul
     Refuses an invalid file, and a file that would overwrite a different result for the same (id, seed).
     """
     path = Path(path)
-    data = load_result(path)
-    destination = Path(results_dir) / result_filename(data)
+    data = load_result(path)  # as stored: a submission is copied, not rebuilt
+    destination = result_path(results_dir, data["protocol"]["name"], data["id"], data["seed"])
     if destination.is_file() and json.loads(destination.read_text()) != data:
         raise ResultError(
             f"{destination} already holds a different result for {data['id']} seed {data['seed']}; "

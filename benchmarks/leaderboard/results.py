@@ -1,4 +1,4 @@
-"""Result files: schema validation, loading, grouping like with like, and aggregation over seeds.
+"""Result files: loading (validated by `benchmarks.record`), grouping like with like, and aggregation over seeds.
 
 Results share a table only when protocol name, protocol hash and reference-set hash all agree; a file that fails
 the schema (missing provenance included) is excluded and reported, never shown beside valid numbers.
@@ -9,74 +9,16 @@ values averaged over seeds draw by draw (`RANKING_RULE` and `Board.rank` say how
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 
 from benchmarks.metrics.bootstrap import centred_interval
-
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "result.schema.json"
-
-
-class ResultError(ValueError):
-    """A result file that cannot be put on the leaderboard as it is."""
-
-
-@functools.lru_cache(maxsize=1)
-def result_schema() -> dict[str, Any]:
-    """The JSON schema every result file satisfies (`benchmarks/schemas/result.schema.json`)."""
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def validate_result(data: Any) -> None:
-    """Raise `ResultError` (one line: where and what) unless `data` is a valid, self-consistent result."""
-    validator = jsonschema.Draft202012Validator(result_schema(), format_checker=jsonschema.FormatChecker())
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
-    if errors:
-        error = errors[0]
-        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise ResultError(f"result fails the schema at {where}: {error.message}")
-    model, protocol = data["model"], data["protocol"]
-    if data["id"] != f"{model['name']}.{model['tag']}":
-        raise ResultError(f"id '{data['id']}' must be '<model.name>.<model.tag>' = '{model['name']}.{model['tag']}'")
-    if data["provenance"]["protocol_hash"] != protocol["hash"]:
-        raise ResultError("provenance.protocol_hash differs from protocol.hash; the result mixes two protocols")
-    if data["seed"] not in data["provenance"]["seeds"]:
-        raise ResultError(f"seed {data['seed']} is not among provenance.seeds {data['provenance']['seeds']}")
-    if protocol["primary_metric"] not in data["metrics"]:
-        raise ResultError(f"primary metric '{protocol['primary_metric']}' is not among the result's metrics")
-    for key, entry in data["metrics"].items():
-        bootstrap = entry.get("bootstrap", {})
-        if "values" in bootstrap and len(bootstrap["values"]) != bootstrap["draws"]:
-            raise ResultError(f"metrics/{key}/bootstrap has {len(bootstrap['values'])} values for "
-                              f"{bootstrap['draws']} draws")
-        if "low" in bootstrap and not bootstrap["low"] <= bootstrap["high"]:
-            raise ResultError(f"metrics/{key}/bootstrap interval [{bootstrap['low']}, {bootstrap['high']}] is empty")
-
-
-def load_result(path: str | Path) -> dict[str, Any]:
-    """Read and validate one result file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultError(f"result file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultError(f"{path} is not valid JSON: {exc}") from exc
-    validate_result(data)
-    return data
-
-
-def result_filename(data: dict[str, Any]) -> str:
-    """`<protocol>/<id>.seed<k>.json`: where a result lives under a results folder."""
-    return f"{data['protocol']['name']}/{data['id']}.seed{data['seed']}.json"
+from benchmarks.record import ResultError, load_result
 
 
 @dataclass

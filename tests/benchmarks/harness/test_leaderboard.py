@@ -200,7 +200,7 @@ def test_a_column_where_every_row_ties_marks_no_best(tmp_path, make_result, writ
 
 
 def test_result_json_keeps_number_arrays_on_one_line_and_round_trips(tmp_path, make_result):
-    from benchmarks.leaderboard import atomic_write_json
+    from benchmarks.files import atomic_write_json
 
     result = make_result(curve=[1.0, None, 3.5])
     result["metrics"]["fvd_domain@1x"]["bootstrap"] = {

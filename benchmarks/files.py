@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader never sees half a result, a half-written manifest or a torn leaderboard."""
+"""Atomic file writes: a reader never sees half a result, a half-written manifest or a torn leaderboard.
+
+The one place the benchmarks write files from: the harness (results, sample folders, real-set caches) and the
+leaderboard (rendered tables) both import it, so neither imports the other to write. (`zoo/files.py` cannot serve:
+the leaderboard reads results without importing the zoo.)
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write_bytes` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
