@@ -64,10 +64,27 @@ def test_shipped_recipes_validate(name):
     protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
     assert recipe.name == name and protocol.num_generated >= 1
     assert set(recipe.model_configs) <= set(list_models())
-    if recipe.model_configs:  # a recipe that sizes models up sizes every model it runs (none falls back to tiny)
-        assert set(resolve_models(recipe)) <= set(recipe.model_configs)
-    for model, path in recipe.model_configs.items():  # preset names, found in the package's presets folder
-        assert MODELS.config_yaml(model, path).is_file(), path
+    for row in resolve_models(recipe):  # every row's config resolves; preset names are in the package's presets
+        settings = recipe.row_settings(row)
+        if settings.config_path is not None:
+            assert MODELS.config_yaml(settings.model, settings.config_path).is_file(), settings.config_path
+        preset = f"{settings.model}_{recipe.model_preset}"
+        if recipe.model_preset and preset in MODELS.list_presets():  # a model that has the size runs at it
+            assert settings.config_path == preset
+
+
+def test_model_preset_sizes_every_model_by_convention():
+    recipe = load_recipe("micro", ["model_preset=large"])
+    assert [recipe.row_settings(row).config_path for row in resolve_models(recipe)] == \
+        ["video_diffusion_large", "video_ar_large"]
+    explicit = load_recipe("micro", ["model_preset=large", "model_configs.video_ar=video_ar_large_custom.yaml"])
+    assert explicit.row_settings("video_ar").config_path == "video_ar_large_custom.yaml"  # model_configs wins
+    with pytest.raises(ConfigError, match=r"model 'video_diffusion' has none: add .*video_diffusion_huge.yaml"):
+        resolve_models(load_recipe("micro", ["model_preset=huge"]))
+    fallback = load_recipe("micro", ["model_preset=huge", "model_preset_fallback=true"])
+    with pytest.warns(UserWarning, match="has no 'huge' preset; it runs at its default size"):
+        resolve_models(fallback)
+    assert fallback.row_settings("video_ar").config_path is None
 
 
 def test_protocol_base_is_the_named_protocol_with_the_variants_keys_on_top(tmp_path):
