@@ -54,6 +54,10 @@ class Recipe:
         name in `zoo/configs/model/presets/`, or a path; wins over `model_preset`), config overrides, trainer
         overrides, and checkpoints to load instead of training. model_overrides and model_trainer also take
         shell-pattern keys (`"*"`), applied first.
+    autoencoders: the frozen autoencoder of each kind (`kl`, `vq`: a committed name or a .safetensors path) that every
+        model gets for the fields it declares with `zoo.interface.autoencoder_field`; a kind not given is the
+        committed `<dataset>_<kind>` of the protocol's dataset. Only fields whose YAML names another autoencoder are
+        overridden, and `model_overrides` still win.
     pretrained: rows load the shipped weights `<model>.<tag>` (`zoo.list_pretrained()`) instead of training; the
         recipe's trainer settings are the budget `zoo pretrain <recipe>` trains them under.
     variants: named rows running a registered model with extra overrides (see `Variant`).
@@ -75,6 +79,7 @@ class Recipe:
     model_preset_fallback: bool = False
     model_configs: dict[str, str] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    autoencoders: dict[str, str] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
     trainer_preset: str = "default"
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -107,13 +112,37 @@ class Recipe:
         keys = [*patterns, *named]
         overrides = OmegaConf.merge(*[self.model_overrides.get(key) or {} for key in keys],
                                     self.variants[row].overrides if row in self.variants else {})
+        config_path = self.model_configs.get(row) or self.model_configs.get(model) or self.preset_of(model)
+        bound = self.bound_autoencoders(model, config_path, set(overrides))
         return RowSettings(
             model=model,
-            config_path=self.model_configs.get(row) or self.model_configs.get(model) or self.preset_of(model),
-            overrides=OmegaConf.to_container(overrides, resolve=True),
+            config_path=config_path,
+            overrides=OmegaConf.to_container(OmegaConf.merge(bound, overrides), resolve=True),
             trainer={**self.trainer, **{k: v for key in keys for k, v in (self.model_trainer.get(key) or {}).items()}},
             checkpoint=self.checkpoints.get(row),
         )
+
+    def bound_autoencoders(self, model: str, config_path: str | None, explicit: set[str]) -> dict[str, str]:
+        """Overrides giving `model` this recipe's autoencoder of each kind it declares (`autoencoders`, else the
+        protocol dataset's committed ones), for the fields the recipe does not set itself (`explicit`)."""
+        from zoo.interface import autoencoder_kinds
+        from zoo.registry import bound_autoencoders, get_entry
+
+        kinds = {key: kind for key, kind in autoencoder_kinds(get_entry(model).config_cls).items()
+                 if key not in explicit}
+        if not kinds:
+            return {}
+        from benchmarks.harness.protocol import load_protocol
+        from zoo.components.autoencoder import dataset_autoencoders
+
+        dataset = load_protocol(self.protocol, self.protocol_overrides).dataset.name
+        available = {**dataset_autoencoders(dataset), **self.autoencoders}
+        for key, kind in kinds.items():
+            if kind not in available:
+                raise ConfigError(f"recipe '{self.name}': model '{model}' needs a {kind} autoencoder ({key}) and "
+                                  f"dataset '{dataset}' ships none; set autoencoders.{kind}=<name or .safetensors path>")
+        bound = bound_autoencoders(model, available, config_path)
+        return {key: name for key, name in bound.items() if key in kinds}
 
     def preset_of(self, model: str) -> str | None:
         """`<model>_<model_preset>` when the recipe sizes every model by convention and that preset ships; None for

@@ -70,3 +70,19 @@ def test_a_preset_merges_mappings_over_the_default(tmp_path):
     preset.write_text("dim: 3x\n")
     with pytest.raises(ConfigError, match="bad value for 'dim'"):
         model_config("diffusion_forcing", config_path=preset)
+
+
+@pytest.mark.parametrize(("model", "preset"), PAIRS, ids=lambda value: str(value))
+def test_every_autoencoder_field_declares_its_kind(model, preset):
+    """A field naming an autoencoder is declared with `autoencoder_field(kind)`, so a benchmark on another dataset
+    binds that dataset's autoencoder of the kind to it (a plain `str` field would keep moving_digits')."""
+    from zoo.components.autoencoder import available_autoencoders, load_autoencoder
+    from zoo.interface import autoencoder_kinds
+
+    config = model_config(model, config_path=preset)
+    kinds = autoencoder_kinds(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, str) and value in available_autoencoders():
+            assert field.name in kinds, f"declare {field.name} with autoencoder_field('kl' or 'vq')"
+            assert load_autoencoder(value).kind == kinds[field.name]
