@@ -6,7 +6,7 @@ import os
 # slower under load); passive waiting costs nothing measurable on a free one. Takes effect if torch is not loaded yet.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from zoo.interface import Conditioning, ConditioningError, ModelConfig, VideoGenerator  # noqa: E402
+from zoo.interface import Conditioning, ConditioningError, ModelConfig, VideoGenerator, autoencoder_field  # noqa: E402
 from zoo.pretrained import list_pretrained, pretrained_card  # noqa: E402
 from zoo.registry import create_model, export_safetensors, list_models, load_model, register_model  # noqa: E402
 
@@ -15,6 +15,7 @@ __all__ = [
     "ConditioningError",
     "ModelConfig",
     "VideoGenerator",
+    "autoencoder_field",
     "create_model",
     "export_safetensors",
     "list_models",

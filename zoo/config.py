@@ -191,16 +191,21 @@ class ConfigRegistry(Registry[RegistryEntry]):
         return sorted(path.stem for path in self.presets_dir().glob("*.yaml"))
 
     def config_yaml(self, name: str, config_path: str | Path | None = None) -> Path | None:
-        """The YAML a config of `name` starts from: `config_path` (a .yaml path or a preset name), else the default.
+        """The YAML named for a config of `name`: `config_path` (a .yaml path or a preset name), else the default.
 
         None only for a plugin without a default YAML; a built-in's missing default is an error, never a silent
         fallback to its dataclass defaults.
         """
-        entry = self.get(name)
         if config_path is not None:
+            self.get(name)
             if Path(config_path).suffix in (".yaml", ".yml"):
                 return Path(config_path)  # load_yaml names a missing file
             return named_yaml(config_path, self.presets_dir(), "preset", self.list_presets)
+        return self.default_yaml(name)
+
+    def default_yaml(self, name: str) -> Path | None:
+        """`zoo/configs/<yaml_folder>/<name>.yaml`; None for a plugin without one, an error for a built-in."""
+        entry = self.get(name)
         if entry.default_yaml.is_file():
             return entry.default_yaml
         if entry.builtin:
@@ -208,11 +213,17 @@ class ConfigRegistry(Registry[RegistryEntry]):
                               "(add it, or reinstall the package if it was removed)")
         return None
 
+    def config_yamls(self, name: str, config_path: str | Path | None = None) -> list[Path]:
+        """The YAMLs a config of `name` merges, in order: its default, then `config_path` (a preset or a path),
+        which holds only what differs from the default (mappings merge key by key, lists are replaced)."""
+        default = self.default_yaml(name)
+        named = self.config_yaml(name, config_path) if config_path is not None else None
+        return [path for path in (default, named) if path is not None]
+
     def config(self, name: str, overrides: Mapping[str, Any] | Sequence[str] | DictConfig | None = None,
                config_path: str | Path | None = None) -> Any:
-        """The validated config of `name`: dataclass defaults < YAML (its default, a preset or `config_path`) <
-        overrides."""
-        yaml_path = self.config_yaml(name, config_path)
-        yaml = load_yaml(yaml_path) if yaml_path is not None else None
+        """The validated config of `name`: dataclass defaults < default YAML < `config_path` (a preset name or a
+        YAML path, holding what differs from the default) < overrides."""
+        yamls = [load_yaml(path) for path in self.config_yamls(name, config_path)]
         entry = self.get(name)
-        return build_config(entry.config_cls, yaml, as_overrides(overrides), where=f"config of {self.kind} '{name}'")
+        return build_config(entry.config_cls, *yamls, as_overrides(overrides), where=f"config of {self.kind} '{name}'")

@@ -59,6 +59,23 @@ class Conditioning:
         return None
 
 
+AUTOENCODER_KIND = "autoencoder_kind"  # dataclass field metadata: the kind ("kl" / "vq") of autoencoder a field names
+
+
+def autoencoder_field(kind: str, default: str | None = None) -> Any:
+    """A config field naming a frozen autoencoder of `kind` ("kl" or "vq"); default: moving_digits' (`<dataset>_<kind>`).
+
+    Declaring the kind lets a benchmark give the model the autoencoder of that kind trained on its dataset (e.g.
+    bouncing_shapes_kl for RGB frames) without a per-model override.
+    """
+    return dataclasses.field(default=default or f"moving_digits_{kind}", metadata={AUTOENCODER_KIND: kind})
+
+
+def autoencoder_kinds(config_cls: type) -> dict[str, str]:
+    """{field name: autoencoder kind} of the fields a config dataclass declares with `autoencoder_field`."""
+    return {f.name: f.metadata[AUTOENCODER_KIND] for f in dataclasses.fields(config_cls) if AUTOENCODER_KIND in f.metadata}
+
+
 @dataclass
 class ModelConfig:
     """Fields every model config has; a model's own dataclass extends it (unknown keys are errors).

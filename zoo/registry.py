@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from hvz_registry import UnknownNameError
 from zoo.config import ConfigError, ConfigRegistry, RegistryEntry, as_overrides, build_config
-from zoo.interface import ModelConfig, VideoGenerator
+from zoo.interface import ModelConfig, VideoGenerator, autoencoder_kinds
 
 
 class UnknownModelError(UnknownNameError):
@@ -73,6 +73,19 @@ def model_config(
     or a preset name in `zoo/configs/model/presets/`), else the model's default `zoo/configs/model/<name>.yaml`."""
     _import_builtin_models()
     return MODELS.config(name, overrides, config_path)
+
+
+def bound_autoencoders(name: str, autoencoders: Mapping[str, str],
+                       config_path: str | Path | None = None) -> dict[str, str]:
+    """The overrides that give model `name` the autoencoder of each kind in `autoencoders` ({"kl": ..., "vq": ...}):
+    one per field it declares with `autoencoder_field`, left out where its YAML (or `config_path`) already names that
+    one, so a binding that changes nothing adds no setting. Kinds missing from `autoencoders` are not bound."""
+    kinds = autoencoder_kinds(get_entry(name).config_cls)
+    if not kinds:
+        return {}
+    config = model_config(name, config_path=config_path)
+    return {field: autoencoders[kind] for field, kind in kinds.items()
+            if kind in autoencoders and getattr(config, field) != autoencoders[kind]}
 
 
 def create_model(

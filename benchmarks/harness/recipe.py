@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +47,17 @@ class Recipe:
     """What `zoo bench` runs.
 
     models: row names: registered models, `variants`, or shell patterns over the zoo's own models and the variants.
+    model_preset: every model's preset of this size, by convention `zoo/configs/model/presets/<model>_<size>.yaml`
+        (`large`: the GPU sizes); a model without one is an error unless `model_preset_fallback` lets it run at its
+        default size (with a warning).
     model_configs / model_overrides / model_trainer / checkpoints: per-model (or per-variant) config YAML (a preset
-        name in `zoo/configs/model/presets/`, or a path), config overrides, trainer overrides, and checkpoints to load
-        instead of training. model_overrides and model_trainer also take shell-pattern keys (`"*"`), applied first.
+        name in `zoo/configs/model/presets/`, or a path; wins over `model_preset`), config overrides, trainer
+        overrides, and checkpoints to load instead of training. model_overrides and model_trainer also take
+        shell-pattern keys (`"*"`), applied first.
+    autoencoders: the frozen autoencoder of each kind (`kl`, `vq`: a committed name or a .safetensors path) that every
+        model gets for the fields it declares with `zoo.interface.autoencoder_field`; a kind not given is the
+        committed `<dataset>_<kind>` of the protocol's dataset. Only fields whose YAML names another autoencoder are
+        overridden, and `model_overrides` still win.
     pretrained: rows load the shipped weights `<model>.<tag>` (`zoo.list_pretrained()`) instead of training; the
         recipe's trainer settings are the budget `zoo pretrain <recipe>` trains them under.
     variants: named rows running a registered model with extra overrides (see `Variant`).
@@ -66,8 +75,11 @@ class Recipe:
     tag: str | None = None
     models: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
+    model_preset: str | None = None
+    model_preset_fallback: bool = False
     model_configs: dict[str, str] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    autoencoders: dict[str, str] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
     trainer_preset: str = "default"
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -100,13 +112,53 @@ class Recipe:
         keys = [*patterns, *named]
         overrides = OmegaConf.merge(*[self.model_overrides.get(key) or {} for key in keys],
                                     self.variants[row].overrides if row in self.variants else {})
+        config_path = self.model_configs.get(row) or self.model_configs.get(model) or self.preset_of(model)
+        bound = self.bound_autoencoders(model, config_path, set(overrides))
         return RowSettings(
             model=model,
-            config_path=self.model_configs.get(row, self.model_configs.get(model)),
-            overrides=OmegaConf.to_container(overrides, resolve=True),
+            config_path=config_path,
+            overrides=OmegaConf.to_container(OmegaConf.merge(bound, overrides), resolve=True),
             trainer={**self.trainer, **{k: v for key in keys for k, v in (self.model_trainer.get(key) or {}).items()}},
             checkpoint=self.checkpoints.get(row),
         )
+
+    def bound_autoencoders(self, model: str, config_path: str | None, explicit: set[str]) -> dict[str, str]:
+        """Overrides giving `model` this recipe's autoencoder of each kind it declares (`autoencoders`, else the
+        protocol dataset's committed ones), for the fields the recipe does not set itself (`explicit`)."""
+        from zoo.interface import autoencoder_kinds
+        from zoo.registry import bound_autoencoders, get_entry
+
+        kinds = {key: kind for key, kind in autoencoder_kinds(get_entry(model).config_cls).items()
+                 if key not in explicit}
+        if not kinds:
+            return {}
+        from benchmarks.harness.protocol import load_protocol
+        from zoo.components.autoencoder import dataset_autoencoders
+
+        dataset = load_protocol(self.protocol, self.protocol_overrides).dataset.name
+        available = {**dataset_autoencoders(dataset), **self.autoencoders}
+        for key, kind in kinds.items():
+            if kind not in available:
+                raise ConfigError(f"recipe '{self.name}': model '{model}' needs a {kind} autoencoder ({key}) and "
+                                  f"dataset '{dataset}' ships none; set autoencoders.{kind}=<name or .safetensors path>")
+        bound = bound_autoencoders(model, available, config_path)
+        return {key: name for key, name in bound.items() if key in kinds}
+
+    def preset_of(self, model: str) -> str | None:
+        """`<model>_<model_preset>` when the recipe sizes every model by convention and that preset ships; None for
+        no `model_preset`, or (with `model_preset_fallback`) a model without that preset."""
+        if self.model_preset is None:
+            return None
+        from zoo.registry import MODELS
+
+        preset = f"{model}_{self.model_preset}"
+        if preset in MODELS.list_presets():
+            return preset
+        if self.model_preset_fallback:
+            return None
+        raise ConfigError(f"recipe '{self.name}' runs every model at its '{self.model_preset}' preset, but model "
+                          f"'{model}' has none: add {MODELS.presets_dir() / (preset + '.yaml')}, name its config in "
+                          f"model_configs.{model}, or set model_preset_fallback: true to run it at its default size")
 
 
 # Package data beside the code, so an editable install and a wheel find the same recipes.
@@ -180,4 +232,9 @@ def resolve_models(recipe: Recipe) -> list[str]:
     names = [name for name in names if not any(fnmatch.fnmatch(name, pattern) for pattern in recipe.exclude)]
     if not names:
         raise ConfigError(f"recipe '{recipe.name}' selects no model; check `models` and `exclude`")
+    for name in names:  # before any row trains: a row the recipe cannot configure is an error now, not hours later
+        settings = recipe.row_settings(name)
+        if recipe.model_preset is not None and settings.config_path is None:
+            warnings.warn(f"recipe '{recipe.name}': model '{settings.model}' has no '{recipe.model_preset}' preset; "
+                          "it runs at its default size (model_preset_fallback)", stacklevel=2)
     return names

@@ -141,8 +141,9 @@ def run_settings_sha256(name: str, recipe: Recipe) -> str:
 
     row = recipe.row_settings(name)
     trainer = dataclasses.asdict(trainer_config(recipe.trainer_preset, row.trainer))
-    if trainer["max_cpu_minutes"] is None:  # added after results shipped: unset, it leaves their hash as it was
-        del trainer["max_cpu_minutes"]
+    for key in ("max_minutes", "max_cpu_minutes"):  # added after results shipped: unset, they leave their hash as it was
+        if trainer[key] is None:
+            del trainer[key]
     settings = {"trainer": trainer,
                 "config": row.config_path, "overrides": row.overrides, "checkpoint": row.checkpoint,
                 "data_root": recipe.data_root}

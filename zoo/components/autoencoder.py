@@ -273,6 +273,12 @@ def available_autoencoders() -> list[str]:
     return sorted(p.stem for p in ASSET_DIR.glob("*.safetensors"))
 
 
+def dataset_autoencoders(dataset: str) -> dict[str, str]:
+    """{kind: name} of the committed autoencoders trained on `dataset`, by their names `<dataset>_<kind>`."""
+    committed = available_autoencoders()
+    return {kind: f"{dataset}_{kind}" for kind in AUTOENCODER_KINDS if f"{dataset}_{kind}" in committed}
+
+
 def _resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix != ".safetensors":

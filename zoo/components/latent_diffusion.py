@@ -16,7 +16,7 @@ from zoo.components.denoiser import LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import TextEncoder, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
-from zoo.interface import ModelConfig
+from zoo.interface import ModelConfig, autoencoder_field
 
 
 @dataclass
@@ -31,7 +31,7 @@ class LatentDiffusionConfig(ModelConfig):
     them per step than the clips show; 0 = off. `zoo.training.train_model` asks the data for them.
     """
 
-    autoencoder: str = "moving_digits_kl"
+    autoencoder: str = autoencoder_field("kl")
     text_encoder: str = "learned"
     text_dim: int = 64
     dim: int = 96

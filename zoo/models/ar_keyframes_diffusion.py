@@ -44,7 +44,7 @@ from zoo.components.latent_ar import EPSILON_DIFFUSION, NextLatentConfig, TextPr
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import NULL_PROMPT, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator, autoencoder_field
 from zoo.registry import register_model
 
 
@@ -93,7 +93,7 @@ class ARKeyframesDiffusionConfig(ModelConfig):
     rollout_keep_keyframes: keyframes kept in the planner's context when its window slides.
     """
 
-    autoencoder: str = "moving_digits_kl"
+    autoencoder: str = autoencoder_field("kl")
     text_encoder: str = "learned"
     text_dim: int = 64
     text_dropout: float = 0.1

@@ -42,7 +42,7 @@ from zoo.components.denoiser import LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator, autoencoder_field
 from zoo.registry import register_model
 
 
@@ -56,8 +56,8 @@ class DiffusionClipsARExtendConfig(ModelConfig):
     temperature / top_k (0 = off): AR token sampling. use_kv_cache: cached decoding (same samples, faster).
     """
 
-    kl_autoencoder: str = "moving_digits_kl"
-    vq_autoencoder: str = "moving_digits_vq"
+    kl_autoencoder: str = autoencoder_field("kl")
+    vq_autoencoder: str = autoencoder_field("vq")
     text_encoder: str = "learned"
     text_dim: int = 64
     text_dropout: float = 0.1

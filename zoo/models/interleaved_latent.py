@@ -38,7 +38,7 @@ from torch import Tensor
 from zoo.components.latent_ar import NextLatentConfig, TextPrefix, build_latent_ar_parts
 from zoo.components.text import NULL_PROMPT, drop_prompts
 from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator, autoencoder_field
 from zoo.registry import register_model
 
 
@@ -52,7 +52,7 @@ class InterleavedLatentConfig(ModelConfig):
     rollout, and the head's sampling steps per frame of that rollout.
     """
 
-    autoencoder: str = "moving_digits_kl"
+    autoencoder: str = autoencoder_field("kl")
     text_encoder: str = "learned"
     text_dim: int = 64
     text_dropout: float = 0.1

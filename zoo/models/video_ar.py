@@ -27,7 +27,7 @@ from zoo.components.ar import ARConfig, CausalTransformer, TokenSampling, TokenS
 from zoo.components.autoencoder import load_autoencoder_for
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts
 from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator, autoencoder_field
 from zoo.registry import register_model
 
 
@@ -40,7 +40,7 @@ class VideoARConfig(ModelConfig):
     use_kv_cache: cached decoding; gives the same samples as the uncached reference, faster.
     """
 
-    autoencoder: str = "moving_digits_vq"
+    autoencoder: str = autoencoder_field("vq")
     text_encoder: str = "learned"
     text_dim: int = 64
     text_dropout: float = 0.1

@@ -58,16 +58,36 @@ def test_shipped_recipes_validate(name):
         protocol = load_protocol(recipe.protocol)
         with pytest.raises(ConfigError, match="reads real videos from a folder: pass data_root="):
             dataset_overrides(protocol, None)
-        assert recipe.model_overrides["video_diffusion"]["autoencoder"] == "/ckpt/kl.safetensors"
+        assert recipe.row_settings("video_diffusion").overrides["autoencoder"] == "/ckpt/kl.safetensors"
+        assert recipe.row_settings("diffusion_clips_ar_extend").overrides["vq_autoencoder"] == "/ckpt/vq.safetensors"
     else:
         recipe = load_recipe(name)
     protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
     assert recipe.name == name and protocol.num_generated >= 1
     assert set(recipe.model_configs) <= set(list_models())
-    if recipe.model_configs:  # a recipe that sizes models up sizes every model it runs (none falls back to tiny)
-        assert set(resolve_models(recipe)) <= set(recipe.model_configs)
-    for model, path in recipe.model_configs.items():  # preset names, found in the package's presets folder
-        assert MODELS.config_yaml(model, path).is_file(), path
+    for row in resolve_models(recipe):  # every row's config resolves; preset names are in the package's presets
+        settings = recipe.row_settings(row)
+        if settings.config_path is not None:
+            assert MODELS.config_yaml(settings.model, settings.config_path).is_file(), settings.config_path
+        preset = f"{settings.model}_{recipe.model_preset}"
+        if recipe.model_preset and preset in MODELS.list_presets():  # a model that has the size runs at it
+            assert settings.config_path == preset
+
+
+def test_model_preset_sizes_every_model_by_convention(tmp_path):
+    recipe = load_recipe("micro", ["model_preset=large"])
+    assert [recipe.row_settings(row).config_path for row in resolve_models(recipe)] == \
+        ["video_diffusion_large", "video_ar_large"]
+    custom = tmp_path / "video_ar_custom.yaml"
+    custom.write_text("top_k: 5\n")
+    explicit = load_recipe("micro", ["model_preset=large", f"model_configs.video_ar={custom}"])
+    assert explicit.row_settings("video_ar").config_path == str(custom)  # model_configs wins
+    with pytest.raises(ConfigError, match=r"model 'video_diffusion' has none: add .*video_diffusion_huge.yaml"):
+        resolve_models(load_recipe("micro", ["model_preset=huge"]))
+    fallback = load_recipe("micro", ["model_preset=huge", "model_preset_fallback=true"])
+    with pytest.warns(UserWarning, match="has no 'huge' preset; it runs at its default size"):
+        resolve_models(fallback)
+    assert fallback.row_settings("video_ar").config_path is None
 
 
 def test_protocol_base_is_the_named_protocol_with_the_variants_keys_on_top(tmp_path):
@@ -386,3 +406,22 @@ def test_pattern_keys_apply_to_every_matching_row_before_its_own_entries():
     assert recipe.row_settings("video_ar").overrides == {"ema_decay": 0.9, "dim": 16}  # its own entry wins
     assert recipe.row_settings("video_ar").trainer["max_steps"] == 3
     assert recipe.pretrained_id("video_ar") == "video_ar.moving_digits_micro"
+
+
+def test_autoencoders_are_bound_by_kind_from_the_protocols_dataset():
+    """RGB bouncing_shapes gives every model its KL/VQ autoencoder by the kind the model declares; moving_digits
+    (the defaults) adds no override, so its run settings are what they were."""
+    rgb = load_recipe("horizon_bouncing_shapes")
+    assert rgb.row_settings("video_ar").overrides == {"autoencoder": "bouncing_shapes_vq"}
+    assert rgb.row_settings("video_diffusion").overrides == {"autoencoder": "bouncing_shapes_kl"}
+    assert rgb.row_settings("diffusion_clips_ar_extend").overrides == {"kl_autoencoder": "bouncing_shapes_kl",
+                                                                       "vq_autoencoder": "bouncing_shapes_vq"}
+    assert load_recipe("quick").row_settings("video_ar").overrides == {}
+    mine = load_recipe("horizon_bouncing_shapes", ["autoencoders.kl=/ckpt/kl.safetensors",
+                                                   "model_overrides.video_diffusion.autoencoder=mine_kl"])
+    assert mine.row_settings("interleaved_latent").overrides == {"autoencoder": "/ckpt/kl.safetensors"}
+    assert mine.row_settings("video_diffusion").overrides == {"autoencoder": "mine_kl"}  # the recipe's own wins
+    assert mine.row_settings("video_ar").overrides == {"autoencoder": "bouncing_shapes_vq"}
+    with pytest.raises(ConfigError, match=r"'video_ar' needs a vq autoencoder \(autoencoder\) and dataset "
+                                          r"'video_folder' ships none; set autoencoders.vq="):
+        load_recipe("micro", ["protocol=bair_64"]).row_settings("video_ar")
