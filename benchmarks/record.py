@@ -192,7 +192,7 @@ class ResultRecord:
                   "sampling_batch_size": protocol.batch_size, "peak_memory_mb": round(memory_mb, 1),
                   "peak_memory_kind": memory_kind, "hardware": hardware, "stage_seconds": stage_seconds},
             provenance={**provenance, "source": "zoo", "manifest_sha256": scores["manifest_sha256"],
-                        "run_settings_sha256": settings_sha256},
+                        "samples_sha256": scores["samples_sha256"], "run_settings_sha256": settings_sha256},
             samples={"strip": strip, "num_videos": min(strip_videos, protocol.num_videos(max(made))) if strip else 0,
                      "fps": protocol.fps},
         )
@@ -244,6 +244,6 @@ class ResultRecord:
                   "hardware": first.hardware or UNREPORTED_HARDWARE,
                   "stage_seconds": {**stage_seconds, "scoring": round(scoring_seconds, 2)}},
             provenance={**provenance, "source": source, "manifest_sha256": scores["manifest_sha256"],
-                        "generator_version": first.generator_version},
+                        "samples_sha256": scores["samples_sha256"], "generator_version": first.generator_version},
             samples={"strip": None, "num_videos": 0, "fps": first.fps},
         )

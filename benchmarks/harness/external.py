@@ -208,14 +208,14 @@ def _checkpoint_of(version: str) -> str | None:
     return version if len(version) == 64 and all(c in "0123456789abcdef" for c in version) else None
 
 
-def score_external(
-    samples_dir: str | Path, protocol: Protocol, out_dir: str | Path = "leaderboard/results", tag: str | None = None,
-    data_root: str | None = None, device: str | torch.device = "cpu", strip_videos: int = 8,
-) -> tuple[Path | None, dict[str, Any]]:
-    """Check a sample folder against `protocol`, score it with the cached real statistics, write the result.
+def score_folder(
+    samples_dir: str | Path, protocol: Protocol, tag: str | None = None, data_root: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[ResultRecord, list[tuple[SampleManifest, Path]]]:
+    """Check a sample folder against `protocol` and score it with the cached real statistics, writing nothing.
 
-    The result goes to `<out_dir>/<protocol>/<model>.<tag>.seed<k>.json` beside a GIF strip; returns its path
-    (None on ranks other than 0, which score but do not write) and the result. Raises `SamplesRejected`.
+    Returns the result record and the (manifest, folder) of each rollout, shortest first. Raises `SamplesRejected`.
+    `score_external` writes what this returns; `verify_submission` compares it with a submitted result.
     """
     samples_dir = Path(samples_dir)
     try:
@@ -238,6 +238,19 @@ def score_external(
     constructor = ResultRecord.real_folder if first.heldout_index is not None else ResultRecord.external_folder
     record = constructor(manifests, scores, protocol, tag, seconds, environment)
     record.validate()
+    return record, folders
+
+
+def score_external(
+    samples_dir: str | Path, protocol: Protocol, out_dir: str | Path = "leaderboard/results", tag: str | None = None,
+    data_root: str | None = None, device: str | torch.device = "cpu", strip_videos: int = 8,
+) -> tuple[Path | None, dict[str, Any]]:
+    """Check a sample folder against `protocol`, score it with the cached real statistics, write the result.
+
+    The result goes to `<out_dir>/<protocol>/<model>.<tag>.seed<k>.json` beside a GIF strip; returns its path
+    (None on ranks other than 0, which score but do not write) and the result. Raises `SamplesRejected`.
+    """
+    record, folders = score_folder(samples_dir, protocol, tag, data_root, device)
     if rank_and_world_size()[0] != 0:
         return None, record.to_dict()
     longest, folder = folders[-1]

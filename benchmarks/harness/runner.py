@@ -204,7 +204,7 @@ def run_seed(
         stage_seconds[f"sampling_{rollout}x"] = round(manifest.sampling_seconds or 0.0, 2)
         if rollout == 1:
             seconds, frames_made = manifest.sampling_seconds, manifest.num_videos * manifest.num_frames
-    scores = {"metrics": {}, "curves": {}, "manifest_sha256": {}}
+    scores = {"metrics": {}, "curves": {}, "manifest_sha256": {}, "samples_sha256": {}}
     if made:
         task = progress.add_task(f"{row_id} seed {seed}: scoring", total=None)
         started = time.perf_counter()

@@ -9,6 +9,7 @@ outside the zoo is scored by writing exactly this layout (`zoo score`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.files import atomic_write_bytes, atomic_write_json
+from benchmarks.weights import sha256_of
 
 MANIFEST = "manifest.json"
 FORMAT = "zoo-samples/1"
@@ -150,6 +152,17 @@ def read_manifest(folder: str | Path) -> SampleManifest:
     if problems:
         raise SamplesError(f"{path} is not a valid sample manifest: {'; '.join(problems)}")
     return SampleManifest(**data)
+
+
+def sample_file_sha256(path: Path) -> str:
+    """sha256 of one listed sample file; of a folder of frames, over its files' relative names and sha256s in name
+    order (so a renamed, added or changed frame changes it)."""
+    if not path.is_dir():
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{sha256_of(item)}\n".encode())
+    return digest.hexdigest()
 
 
 def read_sample_file(path: Path, count: int, channels: int | None = None) -> Tensor:

@@ -37,6 +37,7 @@ from benchmarks.harness.samples import (
     SamplesError,
     read_manifest,
     read_sample_file,
+    sample_file_sha256,
     to_float,
 )
 from benchmarks.harness.uncertainty import (
@@ -435,7 +436,9 @@ def score_samples(
     """Score a sample folder (one rollout, or a folder of rollout sub-folders) against `protocol`.
 
     Returns `{"metrics": {key: entry}, "curves": {key: curve}, "reference_sha256": str, "manifest_sha256":
-    {manifest path relative to samples_dir: sha256}}` in the result-file format; metrics the folders do not cover
+    {manifest path relative to samples_dir: sha256}, "samples_sha256": {video file path relative to samples_dir:
+    sha256}}` in the result-file format (the sha256s let `zoo leaderboard submit --samples` name a changed file);
+    metrics the folders do not cover
     (e.g. a rollout the generator could not make) are simply absent. Every rank of a process group must call it.
     Entries carry bootstrap intervals drawn with `bootstrap` (default `BootstrapSettings()`), on rank 0.
     """
@@ -444,14 +447,19 @@ def score_samples(
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     manifests: dict[str, str] = {}
+    files: dict[str, str] = {}
     for folder in sample_folders(samples_dir):
         folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors,
                                                       bootstrap or BootstrapSettings(), data_root)
         metrics.update(folder_metrics)
         curves.update(folder_curves)
         manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_of(folder / MANIFEST)
+        for entry in read_manifest(folder).files:
+            files[(folder / entry["file"]).relative_to(Path(samples_dir)).as_posix()] = sample_file_sha256(
+                folder / entry["file"])
     ordered = {key: metrics[key] for key in protocol.metric_keys() if key in metrics}
-    return {"metrics": ordered, "curves": curves, "reference_sha256": reference.sha256, "manifest_sha256": manifests}
+    return {"metrics": ordered, "curves": curves, "reference_sha256": reference.sha256, "manifest_sha256": manifests,
+            "samples_sha256": files}
 
 
 @dataclass

@@ -118,6 +118,10 @@ def test_video_files_score_like_shards_and_twice_gives_identical_results(toy_env
     assert first["metrics"]["fvd_pixels@2x"]["value"] is None
     assert "no 2x rollout" in first["metrics"]["fvd_pixels@2x"]["missing_reason"]
     assert first["provenance"]["manifest_sha256"] == {"manifest.json": sha256_of(mixed / "manifest.json")}
+    # Every video file's sha256 too (a frame folder's over its frames), so a changed file can be named later.
+    files = first["provenance"]["samples_sha256"]
+    assert list(files) == ["videos_00000.npz", "video_14.gif", "video_15"]
+    assert files["video_14.gif"] == sha256_of(mixed / "video_14.gif") and len(set(files.values())) == 3
     assert first["cost"]["num_parameters"] is None and first["provenance"]["checkpoint_sha256"] is None
     load_result(first_path)  # valid against the result schema
     _, again = score_external(mixed, protocol, tmp_path / "out")
