@@ -2,8 +2,9 @@
 
 `ResultRecord` is the one place a result is built (`zoo_run`, `external_folder`, `real_folder`), checked against
 `benchmarks/schemas/result.schema.json` (`validate`), placed (`path`) and written (`write`, atomically). A metric
-the run could not score is `missing_metric(...)`: null with a reason, never 0. The leaderboard only reads these
-files (`load_result`); this module imports neither the harness nor the zoo, so both the harness and the
+the run could not score is `missing_metric(...)`: null with a reason, never 0. A record the harness writes has no
+`verification` (it was scored here); `zoo leaderboard submit` sets it to verified (re-scored here from its sample
+folder) or self-reported. The leaderboard only reads these files (`load_result`); this module imports neither the harness nor the zoo, so both the harness and the
 leaderboard import it.
 """
 
@@ -116,6 +117,7 @@ class ResultRecord:
     provenance: dict[str, Any]
     recipe: str | None = None
     samples: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None  # None: scored by this harness; `zoo leaderboard submit` sets it
     schema_version: int = SCHEMA_VERSION
 
     # -- reading and writing ------------------------------------------------------------------------------------
@@ -126,7 +128,8 @@ class ResultRecord:
         validate_result(data)
         return cls(id=data["id"], seed=data["seed"], model=data["model"], protocol=data["protocol"],
                    metrics=data["metrics"], curves=data["curves"], cost=data["cost"], provenance=data["provenance"],
-                   recipe=data.get("recipe"), samples=data.get("samples"), schema_version=data["schema_version"])
+                   recipe=data.get("recipe"), samples=data.get("samples"), verification=data.get("verification"),
+                   schema_version=data["schema_version"])
 
     @classmethod
     def load(cls, path: str | Path) -> ResultRecord:
@@ -140,6 +143,8 @@ class ResultRecord:
                 "cost": self.cost, "provenance": self.provenance}
         if self.samples is not None:
             data["samples"] = self.samples
+        if self.verification is not None:
+            data["verification"] = self.verification
         return data
 
     def validate(self) -> None:

@@ -325,12 +325,25 @@ def cmd_protocol(args: argparse.Namespace) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
-    from benchmarks.leaderboard import build_leaderboard, submit_result
+    from benchmarks.leaderboard import build_leaderboard, load_result, submit_result
 
     if args.action == "submit":
         if args.result is None:
             raise ConfigError("zoo leaderboard submit needs a result JSON path")
-        print(f"added {submit_result(args.result, args.results_dir)}")
+        verification = None
+        if args.samples is not None:  # re-score here: the harness checks, the board only stores what it returns
+            from benchmarks.harness.runner import resolve_device
+            from benchmarks.harness.verify import verify_submission
+
+            tolerance = {} if args.rtol is None else {"rtol": args.rtol}
+            verification = verify_submission(load_result(args.result), args.samples, args.data_root,
+                                              resolve_device(args.device), **tolerance)
+        elif args.data_root is not None or args.rtol is not None:
+            raise ConfigError("--data-root and --rtol are for re-scoring: pass the sample folder with --samples")
+        destination = submit_result(args.result, args.results_dir, verification)
+        status = (f"verified: re-scored {args.samples} here to every submitted value (rtol {verification['rtol']:g})"
+                  if verification else "self-reported: not re-scored here (pass --samples <folder> to verify)")
+        print(f"added {destination} ({status})")
     written = build_leaderboard(results_dir=args.results_dir, out_dir=args.out_dir)
     for kind, path in written.items():
         print(f"{kind}: {path}")
@@ -428,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="build the leaderboard, or submit an external result")
     p.add_argument("action", choices=["build", "submit"])
     p.add_argument("result", nargs="?", help="result JSON (submit)")
+    p.add_argument("--samples", metavar="FOLDER",
+                   help="submit: the sample folder the result scored; checked against its sha256s and re-scored "
+                        "here (stored verified), else the result is stored self-reported")
+    p.add_argument("--rtol", type=float,
+                   help="submit --samples: relative tolerance of the re-scored values (default 1e-6: "
+                        "benchmarks.harness.verify.RELATIVE_TOLERANCE; the one used is recorded)")
+    p.add_argument("--device", default="auto", help="submit --samples: auto, cpu or cuda for the re-scoring")
+    p.add_argument("--data-root", help="submit --samples: the real dataset's folder, for protocols on user data")
     p.add_argument("--results-dir", default="leaderboard/results")
     p.add_argument("--out-dir", default="leaderboard")
     p.set_defaults(func=cmd_leaderboard)

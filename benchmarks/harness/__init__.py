@@ -2,6 +2,7 @@
 
 The only place that joins the zoo and the metrics. `zoo bench <recipe>` -> `run_recipe`; `zoo score <folder>` ->
 `score_external`, which scores any model's sample folder through the same `score_samples` path;
+`zoo leaderboard submit <result> --samples <folder>` -> `verify_submission` (the folder re-scored on that path);
 `zoo reference build <protocol>` -> `build_reference_statistics`.
 """
 
@@ -13,6 +14,7 @@ from benchmarks.harness.reference import ReferenceSet, load_reference
 from benchmarks.harness.runner import run_recipe
 from benchmarks.harness.samples import SampleManifest, SamplesError, SampleWriter, read_manifest, read_samples
 from benchmarks.harness.scoring import ReferenceStatistics, build_reference_statistics, score_samples
+from benchmarks.harness.verify import verify_submission
 
 __all__ = [
     "MetricSpec",
@@ -39,4 +41,5 @@ __all__ = [
     "run_recipe",
     "score_external",
     "score_samples",
+    "verify_submission",
 ]

@@ -3,14 +3,17 @@
 It only reads results: `benchmarks.record` validates and places them (its reading API is re-exported here),
 `benchmarks.files` writes the rendered board.
 
-`zoo leaderboard build` -> `build_leaderboard`, `zoo leaderboard submit <result.json>` -> `submit_result`;
-`zoo bench` ends with `print_table`.
+`zoo leaderboard build` -> `build_leaderboard`, `zoo leaderboard submit <result.json>` -> `submit_result` (which
+stores a result self-reported, or verified with the block that zoo_cli got from re-scoring its sample folder through
+`benchmarks.harness.verify`: the board never imports the harness); `zoo bench` ends with `print_table`.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from rich.console import Console
@@ -62,19 +65,40 @@ def build_leaderboard(results_dir: str | Path = "leaderboard/results", out_dir: 
         }
 
 
-def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/results") -> Path:
-    """Validate an external result and copy it (and its sample strip, if beside it) into `results_dir`.
+# A result file without `verification` was scored by this harness; of two stored copies of the same numbers, the
+# better-checked one is kept.
+_TRUST = {"self-reported": 0, "verified": 1, None: 2}
 
-    Refuses an invalid file, and a file that would overwrite a different result for the same (id, seed).
+
+def _status(data: dict[str, Any]) -> str | None:
+    return (data.get("verification") or {}).get("status")
+
+
+def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/results",
+                  verification: dict[str, Any] | None = None) -> Path:
+    """Validate an external result and copy it (and its sample strip, if beside it) into `results_dir`, marked
+    with `verification`: the block `verify_submission` returned after re-scoring its sample folder here, or (None)
+    `self-reported`. Whatever `verification` the submitted file carries is replaced: it is decided here.
+
+    Refuses an invalid file, and a file that would overwrite a different result for the same (id, seed); the same
+    numbers again keep the better-checked copy (so a self-reported row is upgraded by a verified submission).
     """
     path = Path(path)
-    data = load_result(path)  # as stored: a submission is copied, not rebuilt
+    data = load_result(path)  # as stored: a submission is copied, not rebuilt (but for its verification)
+    claimed = {key: value for key, value in data.items() if key != "verification"}
+    submitted = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stamped = {**claimed, "verification": {**(verification or {"status": "self-reported"}), "submitted": submitted}}
+    validate_result(stamped)
     destination = result_path(results_dir, data["protocol"]["name"], data["id"], data["seed"])
-    if destination.is_file() and json.loads(destination.read_text()) != data:
-        raise ResultError(
-            f"{destination} already holds a different result for {data['id']} seed {data['seed']}; "
-            "give the model a new tag or delete the old file first"
-        )
+    if destination.is_file():
+        stored = json.loads(destination.read_text())
+        if {key: value for key, value in stored.items() if key != "verification"} != claimed:
+            raise ResultError(
+                f"{destination} already holds a different result for {data['id']} seed {data['seed']}; "
+                "give the model a new tag or delete the old file first"
+            )
+        if _TRUST[_status(stored)] >= _TRUST[_status(stamped)]:
+            return destination  # the same numbers, already stored at least as well checked
     strip = data.get("samples", {}).get("strip")
     if strip:
         if Path(strip).name != strip:
@@ -82,9 +106,9 @@ def submit_result(path: str | Path, results_dir: str | Path = "leaderboard/resul
         source_strip = path.parent / strip
         if not source_strip.is_file():
             raise ResultError(f"the result names sample strip {strip} but {source_strip} does not exist")
-        atomic_write_bytes(destination.parent / strip, source_strip.read_bytes())
-    if destination.resolve() != path.resolve():
-        atomic_write_json(destination, data)
+        if source_strip.resolve() != (destination.parent / strip).resolve():
+            atomic_write_bytes(destination.parent / strip, source_strip.read_bytes())
+    atomic_write_json(destination, stamped)
     return destination
 
 

@@ -22,8 +22,9 @@ from benchmarks.leaderboard.render import (
     format_cost,
     is_best,
     rank_text,
+    table_notes,
 )
-from benchmarks.leaderboard.results import RANKING_RULE, Aggregate, Board, Excluded
+from benchmarks.leaderboard.results import RANKING_RULE, SELF_REPORTED, VERIFICATION_RULE, Aggregate, Board, Excluded
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
@@ -43,6 +44,7 @@ table.board th[aria-sort="ascending"]::after { content: " ▲"; }
 table.board th[aria-sort="descending"]::after { content: " ▼"; }
 table.board td.id, table.board th.id { text-align: left; font-family: ui-monospace, monospace; }
 td.best { font-weight: 700; color: #0a6b1f; } td.missing { color: #999; font-style: italic; }
+.mark { color: #a15c00; font-family: system-ui, sans-serif; font-size: .8rem; margin-left: .3rem; }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem; }
 svg.chart { background: #fff; border: 1px solid #e4e4e4; }
 svg.chart text { font-size: 11px; fill: #333; } svg.chart .grid { stroke: #eee; }
@@ -302,6 +304,12 @@ def _cell_title(aggregate: Aggregate, rank: int | None) -> str:
     return "; ".join(parts)
 
 
+def _code(text: str) -> str:
+    """Escaped text with its `backticks` as <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 def _table(board: Board, index: int) -> str:
     headers = ['<th class="id" data-type="number">#</th>', '<th class="id" data-type="text">model</th>']
     titles = {True: "higher is better", False: "lower is better", None: "diagnostic: no better direction"}
@@ -312,8 +320,15 @@ def _table(board: Board, index: int) -> str:
     rows = []
     for row in board.rows:
         rank = rank_text(board, row)
+        marks = ""
+        if row.self_reported:
+            marks += f'<sup class="mark self-reported" title="{SELF_REPORTED}">†</sup>'
+        condition = board.condition_mark(row)
+        if condition:
+            marks += (f'<span class="mark off-condition" title="not ranked on the condition\'s metrics">'
+                      f"{html.escape(condition)}</span>")
         cells = [f'<td class="id" data-value="{"" if rank == "-" else rank}">{rank}</td>',
-                 f'<td class="id" data-value="{html.escape(row.id)}">{html.escape(row.id)}</td>']
+                 f'<td class="id" data-value="{html.escape(row.id)}">{html.escape(row.id)}{marks}</td>']
         for key in board.metric_keys:
             aggregate = row.metrics[key]
             if aggregate.mean is None:
@@ -340,7 +355,8 @@ def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) ->
             f"{html.escape(UNCERTAINTY)} <i>missing</i> means the metric could not be computed for that model and "
             "is never scored as 0. Results share a table only when their protocol hash and reference-set hash agree. "
             f"{html.escape(REPRODUCIBILITY)}</p>",
-            f'<p class="note ranking">{html.escape(RANKING_RULE).replace("the bold", "the bold green")}</p>']
+            f'<p class="note ranking">{html.escape(RANKING_RULE).replace("the bold", "the bold green")}</p>',
+            f'<p class="note verification">{_code(VERIFICATION_RULE)}</p>']
     if not boards:
         body.append("<p>No results yet: run <code>zoo bench quick</code>.</p>")
     floors = load_floors(out_dir)
@@ -353,6 +369,7 @@ def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) ->
                     f"sha256 <code>{board.reference_sha256}</code>; hardware: "
                     f"{html.escape(', '.join(sorted({row.hardware for row in board.rows})))}.</p>")
         body.append(_table(board, index))
+        body.extend(f'<p class="note table-note">{_code(note)}</p>' for note in table_notes(board))
         body.append('<div class="charts">' + "".join(_charts(board)) + "</div>")
         record, current = floor_for(board, floors)
         if record is not None:

@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.leaderboard.floors import cell_text, floor_for, load_floors, summary
-from benchmarks.leaderboard.results import RANKING_RULE, Board, Excluded, Row
+from benchmarks.leaderboard.results import (
+    RANKING_RULE,
+    SELF_REPORTED,
+    VERIFICATION_RULE,
+    Board,
+    Excluded,
+    Row,
+)
 
 REPRODUCIBILITY = (
     "From the same trained weights, re-running a seed reproduces every metric to within 1e-4 relative (checked by "
@@ -70,6 +77,32 @@ def rank_text(board: Board, row: Row, key: str | None = None) -> str:
     return "-" if rank is None else str(rank)
 
 
+def row_marks(board: Board, row: Row) -> list[str]:
+    """What a row's id is shown with: † when self-reported, `unconditional` when off the protocol's condition."""
+    marks = ["†"] if row.self_reported else []
+    condition = board.condition_mark(row)
+    return [*marks, f"({condition})"] if condition else marks
+
+
+def row_label(board: Board, row: Row) -> str:
+    """The row id followed by its marks (plain text: the terminal table)."""
+    return " ".join([row.id, *row_marks(board, row)])
+
+
+def table_notes(board: Board) -> list[str]:
+    """The footnotes under a table, for the marks it shows (none when no row is marked)."""
+    notes = []
+    if any(row.self_reported for row in board.rows):
+        notes.append(f"† {SELF_REPORTED}: submitted without its sample folder (`zoo leaderboard submit` without "
+                     "`--samples`), so its numbers are the submitter's.")
+    marked = sorted({mark for row in board.rows if (mark := board.condition_mark(row))})
+    if marked:
+        keys = ", ".join(key for key in board.metric_keys if key in board.condition_keys) or "none here"
+        notes.append(f"({' / '.join(marked)}): conditioned on other than the protocol's `{board.condition}`; ranked "
+                     f"on the videos' own metrics, never on the condition's ({keys}).")
+    return notes
+
+
 def _markdown_table(board: Board) -> list[str]:
     batch = board.rows[0].first["cost"]["sampling_batch_size"]
     metric_headers = [f"{key} {arrow(board.higher_is_better[key])}" for key in board.metric_keys]
@@ -78,7 +111,7 @@ def _markdown_table(board: Board) -> list[str]:
     headers = ["#", "model", *metric_headers, *cost_headers, "seeds", "hardware"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in board.rows:
-        cells = [rank_text(board, row), f"`{row.id}`"]
+        cells = [rank_text(board, row), " ".join([f"`{row.id}`", *row_marks(board, row)])]
         for key in board.metric_keys:
             text = row.metrics[key].format()
             cells.append(f"**{text}**" if is_best(board, row, key) else text)
@@ -124,6 +157,8 @@ def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path
         "",
         RANKING_RULE.replace("the bold", "the **bold**"),
         "",
+        VERIFICATION_RULE,
+        "",
         REPRODUCIBILITY,
         "",
     ]
@@ -139,6 +174,7 @@ def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path
             "",
             *_markdown_table(board),
             "",
+            *[line for note in table_notes(board) for line in (note, "")],
             *_markdown_floor(board, floors),
         ]
         strips = [(row, strip) for row in board.rows for strip in row.strips[:1]]
@@ -165,7 +201,8 @@ def render_csv(boards: list[Board]) -> str:
               "seeds"]
     header += [column for key in metric_keys
                for column in (key, f"{key}_std", f"{key}_low", f"{key}_high", f"{key}_rank")]
-    header += [key for key, _ in COST_COLUMNS] + ["sampling_batch_size", "hardware"]
+    header += [key for key, _ in COST_COLUMNS] + ["sampling_batch_size", "hardware", "verification",
+                                                  "conditioned_on"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -184,7 +221,8 @@ def render_csv(boards: list[Board]) -> str:
                                        if aggregate is not None else (None,) * 4)]
                 line.append("" if rank is None else rank)
             line += ["" if row.cost(key) is None else repr(row.cost(key)) for key, _ in COST_COLUMNS]
-            line += [row.first["cost"]["sampling_batch_size"], row.hardware]
+            line += [row.first["cost"]["sampling_batch_size"], row.hardware,
+                     row.verification, row.conditioned_on]
             writer.writerow(line)
     return buffer.getvalue()
 
@@ -221,13 +259,14 @@ def print_boards(boards: list[Board], excluded: list[Excluded], console: Console
     if not boards:
         console.print("[yellow]no results yet[/yellow]: run `zoo bench quick`")
     for board in sorted(boards, key=lambda board: board.protocol_name != first_protocol):
-        name_width = max(len("model"), *(len(row.id) for row in board.rows))
+        name_width = max(len("model"), *(len(row_label(board, row)) for row in board.rows))
         room = max(1, (console.width - name_width - 10) // METRIC_COLUMN_WIDTH)
         keys = [board.primary_metric, *key_metrics(board)][:room]
         rollout = board.primary_metric.rsplit("@", 1)[1]
+        caption = (f"#: rank on {board.primary_metric}; ± is a 95% bootstrap half-width; rows sharing a rank do "
+                   "not differ significantly")
         table = Table(title=f"{board.title}, metrics at {rollout}", title_justify="left", caption_justify="left",
-                      caption=f"#: rank on {board.primary_metric}; ± is a 95% bootstrap half-width; rows sharing "
-                      "a rank do not differ significantly")
+                      caption="\n".join([caption, *table_notes(board)]).replace("`", ""))
         table.add_column("#", justify="right")
         table.add_column("model", no_wrap=True, min_width=name_width)
         for key in keys:
@@ -235,7 +274,7 @@ def print_boards(boards: list[Board], excluded: list[Excluded], console: Console
             header = f"{key.rsplit('@', 1)[0].replace('_', ' ')} {arrow(board.higher_is_better[key])}"
             table.add_column(header, justify="right", min_width=METRIC_COLUMN_WIDTH - 3)
         for row in board.rows:
-            cells = [rank_text(board, row), row.id]
+            cells = [rank_text(board, row), row_label(board, row)]
             for key in keys:
                 text = row.metrics[key].format()
                 cells.append(f"[bold green]{text}[/bold green]" if is_best(board, row, key) else text)

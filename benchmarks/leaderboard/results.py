@@ -1,7 +1,8 @@
 """Result files: loading (validated by `benchmarks.record`), grouping like with like, and aggregation over seeds.
 
 Results share a table only when protocol name, protocol hash and reference-set hash all agree; a file that fails
-the schema (missing provenance included) is excluded and reported, never shown beside valid numbers.
+the schema (missing provenance included) is excluded and reported, never shown beside valid numbers. Rows keep
+their marks: self-reported (`VERIFICATION_RULE`) and off-condition (`Board.off_condition`).
 
 Uncertainty: a row's interval is the bootstrap interval of its value (the mean over seeds) from its per-draw
 values averaged over seeds draw by draw (`RANKING_RULE` and `Board.rank` say how rows are compared).
@@ -63,7 +64,21 @@ RANKING_RULE = (
     "motion magnitude) is never ranked or bold; a column where every row shares rank 1 has no bold."
     " The `real` row (source `real`: held-out real clips scored exactly as a model's videos) comes first and is "
     "never ranked or bold: it is what real data itself scores at the protocol's counts, the floor of FVD/FID/KVD."
+    " A row conditioned on something other than the protocol's condition (an unconditional generator in a "
+    "text-conditioned protocol) is marked and stays in the table, ranked on every metric of the videos alone "
+    "(FVD/FID/KVD compare the same real set at the same counts: it is the baseline that shows what conditioning "
+    "buys), but never on prompt adherence, which measures the condition it did not get."
 )
+
+SELF_REPORTED = "self-reported, not re-scored here"
+VERIFICATION_RULE = (
+    "Every row was scored by this harness (`zoo bench`, `zoo score`, `zoo protocol real`) or, if submitted with "
+    "`zoo leaderboard submit --samples`, re-scored here from its sample folder, whose files matched the sha256s the "
+    f"result records, to every submitted value (relative tolerance 1e-6), except rows marked †: {SELF_REPORTED} "
+    "(submitted without their samples)."
+)
+# Metrics that measure how well the videos follow their condition: an off-condition row is not ranked on them.
+CONDITION_METRICS = ("prompt_adherence",)
 
 
 # Two rows' draws pair when these fields of their bootstrap records agree.
@@ -161,6 +176,26 @@ class Row:
         return sorted(r.data["seed"] for r in self.results)
 
     @property
+    def verification(self) -> str:
+        """The least-checked seed's: `self-reported` (submitted without its samples, not re-scored here), `verified`
+        (submitted and re-scored here from its samples) or `scored here` (no `verification`: this harness wrote it)."""
+        statuses = {(r.data.get("verification") or {}).get("status") for r in self.results}
+        for status in ("self-reported", "verified"):
+            if status in statuses:
+                return status
+        return "scored here"
+
+    @property
+    def self_reported(self) -> bool:
+        """Some seed was submitted without its samples: its numbers are the submitter's (marked †)."""
+        return self.verification == "self-reported"
+
+    @property
+    def conditioned_on(self) -> str:
+        """What the row's videos were conditioned on (`none`, `text`, `context`; seeds that differ: joined by +)."""
+        return "+".join(sorted({r.data["model"].get("conditioned_on") or "none" for r in self.results}))
+
+    @property
     def is_real(self) -> bool:
         """Held-out real clips scored as a model (source `real`): shown first, never ranked."""
         return self.first["model"].get("source") == "real"
@@ -205,15 +240,33 @@ class Board:
     higher_is_better: dict[str, bool | None]
     curve_keys: list[str]
     rows: list[Row]
+    condition: str | None = None  # the protocol's condition (from the results' stored spec; None without one)
+    condition_keys: frozenset[str] = frozenset()  # metric keys that measure adherence to the condition
     _rank_cache: dict[str, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def title(self) -> str:
         return f"{self.protocol_name} v{self.protocol_version} (protocol {self.protocol_hash[:10]})"
 
+    def off_condition(self, row: Row) -> bool:
+        """The row was conditioned on something other than the protocol's condition (e.g. unconditional rows in a
+        text-conditioned protocol): marked, and not ranked on `condition_keys`."""
+        return self.condition is not None and row.conditioned_on != self.condition
+
+    def condition_mark(self, row: Row) -> str | None:
+        """`unconditional` (or `conditioned on <x>`) for an off-condition row; None otherwise."""
+        if not self.off_condition(row):
+            return None
+        return "unconditional" if row.conditioned_on == "none" else f"conditioned on {row.conditioned_on}"
+
+    def ranked_rows(self, key: str) -> list[Row]:
+        """The rows ranked in a column: not the real row, and not off-condition rows in a condition metric."""
+        return [row for row in self.rows if not row.is_real
+                and not (key in self.condition_keys and self.off_condition(row))]
+
     def rank(self, key: str, row: Row) -> int | None:
-        """The row's rank in a metric column under `RANKING_RULE`; None when it misses the metric or the column
-        is a diagnostic."""
+        """The row's rank in a metric column under `RANKING_RULE`; None when it misses the metric, the column
+        is a diagnostic, or the row is not ranked there (`ranked_rows`)."""
         return self._ranks(key).get(row.id)
 
     def bold(self, key: str, row: Row) -> bool:
@@ -223,14 +276,13 @@ class Board:
 
     def _ranks(self, key: str) -> dict[str, int]:
         if key not in self._rank_cache:
-            models = [row for row in self.rows if not row.is_real]
-            self._rank_cache[key] = rank_rows(models, key, self.higher_is_better[key])
+            self._rank_cache[key] = rank_rows(self.ranked_rows(key), key, self.higher_is_better[key])
         return self._rank_cache[key]
 
     def best(self, key: str) -> float | None:
         """The best mean in a metric column; None when every row misses it, the column has no direction, or every
         row ties (a column of equal values has no best row to mark)."""
-        values = [row.metrics[key].mean for row in self.rows if row.metrics[key].mean is not None and not row.is_real]
+        values = [row.metrics[key].mean for row in self.ranked_rows(key) if row.metrics[key].mean is not None]
         if not values or self.higher_is_better[key] is None or (len(values) > 1 and len(set(values)) == 1):
             return None
         return max(values) if self.higher_is_better[key] else min(values)
@@ -288,11 +340,14 @@ def group_results(
         keys: list[str] = []
         directions: dict[str, bool | None] = {}
         curve_keys: list[str] = []
+        condition_keys: set[str] = set()
         for member in members:
             for key, entry in member.data["metrics"].items():
                 if key not in directions:
                     keys.append(key)
                     directions[key] = entry["higher_is_better"]
+                if entry.get("metric") in CONDITION_METRICS or key.startswith(CONDITION_METRICS):
+                    condition_keys.add(key)
             curve_keys.extend(k for k in member.data["curves"] if k not in curve_keys)
         primary = first["protocol"]["primary_metric"]
         keys.sort(key=lambda k: k != primary)  # stable: primary first, then protocol order
@@ -308,8 +363,11 @@ def group_results(
                 row.metrics[key] = _aggregate(entries) if entries else Aggregate(None, None, 0, "not reported")
             rows.append(row)
         rows.sort(key=lambda row: _sort_key(row, primary, directions[primary]))
+        # The spec is part of the protocol hash, so every member that stores one stores the same condition.
+        condition = next((m.data["protocol"]["spec"].get("condition") for m in members
+                          if "spec" in m.data["protocol"]), None)
         board = Board(name, first["protocol"]["version"], protocol_hash, reference, primary, keys, directions,
-                      curve_keys, rows)
+                      curve_keys, rows, condition, frozenset(condition_keys))
         # By primary rank, then value: a group of tied rows stays together even if a wide one ranks with the best.
         ranked = {row.id: board.rank(primary, row) for row in rows}
         # The real row first, then by rank (stable: value order within a rank).

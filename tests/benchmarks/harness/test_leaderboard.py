@@ -144,7 +144,9 @@ def test_submit_validates_copies_and_refuses_conflicts(tmp_path, make_result):
     source.write_text(json.dumps(good))
     destination = submit_result(source, results)
     assert destination == results / "toy" / "ext.gpu_run.seed0.json"
-    assert json.loads(destination.read_text()) == good and (destination.parent / "ext.gif").read_bytes() == b"GIF89a"
+    stored = json.loads(destination.read_text())
+    assert stored.pop("verification")["status"] == "self-reported"  # no sample folder: not re-scored here
+    assert stored == good and (destination.parent / "ext.gif").read_bytes() == b"GIF89a"
     assert submit_result(source, results) == destination  # the same file again is a no-op
     changed = dict(good, metrics={**good["metrics"], "fvd_domain@1x": {**good["metrics"]["fvd_domain@1x"],
                                                                          "value": 1.0}})
