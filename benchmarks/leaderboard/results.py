@@ -74,7 +74,8 @@ SELF_REPORTED = "self-reported, not re-scored here"
 VERIFICATION_RULE = (
     "Every row was scored by this harness (`zoo bench`, `zoo score`, `zoo protocol real`) or, if submitted with "
     "`zoo leaderboard submit --samples`, re-scored here from its sample folder, whose files matched the sha256s the "
-    f"result records, to every submitted value (relative tolerance 1e-6), except rows marked †: {SELF_REPORTED} "
+    "result records, to every submitted value (within the relative tolerance its `verification` records, 1e-6 by "
+    f"default), except rows marked †: {SELF_REPORTED} "
     "(submitted without their samples)."
 )
 # Metrics that measure how well the videos follow their condition: an off-condition row is not ranked on them.
