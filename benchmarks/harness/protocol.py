@@ -26,7 +26,8 @@ CONDITIONS = ("none", "text", "context")
 CLIP_WINDOWS = ("first", "last", "all")
 # Left out of the hash: prose, and the seed list (each result is one seed and records it, so a 3-seed run and a
 # 1-seed run of the same protocol share a table and aggregate to mean ± std).
-_UNHASHED_FIELDS = ("description", "published", "seeds")
+# Bootstrap draws set how precisely an interval is estimated, not what a value means.
+_UNHASHED_FIELDS = ("description", "published", "seeds", "bootstrap_draws")
 # The version of the scoring maths (benchmarks.harness.scoring and benchmarks.metrics): bump it in any change that
 # gives other numbers for the same videos, real set and weights. It enters every result hash, so results scored
 # before the change are neither finished nor shown beside newer ones.
@@ -79,6 +80,7 @@ class Protocol:
     Generated video i is conditioned on real clip `i % num_real` (its caption for `condition: text`, its first
     `context_frames` frames for `condition: context`), so `num_generated = k * num_real` gives k samples per context.
     Rollouts longer than 1x generate `long_rollout_videos` videos (default `num_generated`): they cost m times more.
+    `bootstrap_draws`: resamples behind every interval and paired rank (recorded in each entry; not hashed).
     """
 
     name: str = MISSING
@@ -101,6 +103,7 @@ class Protocol:
     long_rollout_videos: int | None = None
     batch_size: int = 32
     seeds: list[int] = field(default_factory=lambda: [0])
+    bootstrap_draws: int = 1000
     primary_metric: str = MISSING
     metrics: list[MetricSpec] = field(default_factory=list)
 
@@ -224,6 +227,8 @@ def _validate(protocol: Protocol, where: str) -> None:
         fail("num_real, num_generated, batch_size and frames must all be >= 1")
     if protocol.long_rollout_videos is not None and protocol.long_rollout_videos < 2:
         fail(f"long_rollout_videos must be >= 2 (or null for num_generated), got {protocol.long_rollout_videos}")
+    if protocol.bootstrap_draws < 100:
+        fail(f"bootstrap_draws must be >= 100 for a 95% interval, got {protocol.bootstrap_draws}")
     if not protocol.seeds:
         fail("seeds must list at least one seed")
     if not protocol.rollouts or min(protocol.rollouts) < 1 or 1 not in protocol.rollouts:

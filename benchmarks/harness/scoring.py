@@ -440,7 +440,7 @@ def score_samples(
     sha256}}` in the result-file format (the sha256s let `zoo leaderboard submit --samples` name a changed file);
     metrics the folders do not cover
     (e.g. a rollout the generator could not make) are simply absent. Every rank of a process group must call it.
-    Entries carry bootstrap intervals drawn with `bootstrap` (default `BootstrapSettings()`), on rank 0.
+    Entries carry bootstrap intervals drawn with `bootstrap` (default: the protocol's `bootstrap_draws`), on rank 0.
     """
     reference = reference or rank_zero_first(lambda: load_reference(protocol, data_root))
     extractors = ExtractorCache(torch.device(device))
@@ -450,7 +450,8 @@ def score_samples(
     files: dict[str, str] = {}
     for folder in sample_folders(samples_dir):
         folder_metrics, folder_curves = _score_folder(folder, protocol, reference, extractors,
-                                                      bootstrap or BootstrapSettings(), data_root)
+                                                      bootstrap or BootstrapSettings(draws=protocol.bootstrap_draws),
+                                                      data_root)
         metrics.update(folder_metrics)
         curves.update(folder_curves)
         manifests[(folder / MANIFEST).relative_to(Path(samples_dir)).as_posix()] = sha256_of(folder / MANIFEST)

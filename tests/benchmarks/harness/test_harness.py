@@ -161,6 +161,14 @@ def test_score_samples_scores_an_external_folder(toy_env, tmp_path):
     # The real clips scored as if generated: the Fréchet distance to themselves is zero.
     assert same["metrics"]["fvd_pixels@1x"]["value"] == pytest.approx(0.0, abs=1e-8)
     assert same["metrics"]["fvd_pixels@1x"]["num_real"] == 16 and same["reference_sha256"] == reference.sha256
+    assert same["metrics"]["fvd_pixels@1x"]["bootstrap"]["draws"] == protocol.bootstrap_draws == 1000
+    # The protocol's draw count sets every interval's draws (and is not part of what a value means: same hash).
+    fewer = load_protocol(toy_env, ["bootstrap_draws=120"])
+    assert fewer.result_hash == protocol.result_hash
+    bootstrap = score_samples(tmp_path / "real", fewer)["metrics"]["fvd_pixels@1x"]["bootstrap"]
+    assert bootstrap["draws"] == 120 and len(bootstrap["values"]) == 120
+    with pytest.raises(ConfigError, match="bootstrap_draws must be >= 100"):
+        load_protocol(toy_env, ["bootstrap_draws=10"])
     assert set(same["metrics"]) == {"fvd_pixels@1x", "flicker@1x", "motion_magnitude@1x",
                                     "prompt_adherence_brightness@1x"}
     shuffled = real_1x[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))]
