@@ -1,5 +1,5 @@
-"""File helpers the zoo's weight assets share (the benchmarks keep their own in `benchmarks.weights`, which must
-not import the zoo)."""
+"""File helpers the zoo's weight assets share (the benchmarks keep their own in `benchmarks.features.weight_cache`,
+which must not import the zoo)."""
 
 from __future__ import annotations
 

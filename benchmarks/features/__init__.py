@@ -1,9 +1,9 @@
 """Feature extractors for the metrics, by name: `create_extractor(name)`, `list_extractors()`.
 
 Every extractor is an `nn.Module` with a `num_features` attribute, in eval mode, whose weights come from the
-checksum-verified cache (`benchmarks.weights`) or from files committed in this repository; none is ever built with
-random weights. Video extractors map `[B, T, C, H, W]` in [0, 1] to `[B, d]`; frame extractors (".frames",
-"inception_*") map `[N, C, H, W]` in [0, 1] to `[N, d]`; classifiers map videos to `{label: logits}`.
+checksum-verified download cache (`benchmarks.features.weight_cache`) or from files committed in this repository
+(`benchmarks/features/weights/`); none is ever built with random weights. Video extractors map `[B, T, C, H, W]` in
+[0, 1] to `[B, d]`; frame extractors (".frames", "inception_*") map `[N, C, H, W]` in [0, 1] to `[N, d]`; classifiers map videos to `{label: logits}`.
 
     i3d_torchscript                  FVD's I3D, StyleGAN-V TorchScript, 400-d logits (canonical)
     i3d_inception_state_dict         I3D from i3d_pretrained_400.pt (VideoGPT/TATS/cd-fvd), 400-d logits
@@ -42,7 +42,7 @@ from benchmarks.features.inception import (
     load_clean_inception,
 )
 from benchmarks.features.perceptual import LPIPS_HEADS, LPIPS_HEADS_SHA256, load_lpips_alex
-from benchmarks.weights import fetch, recorded_sha256
+from benchmarks.features.weight_cache import fetch, recorded_sha256
 from hvz_registry import Registry, UnknownNameError
 
 # {weight file: sha256} of what an extractor loads, computed on demand (a retrained domain network is read anew).

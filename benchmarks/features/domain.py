@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.weights import DOMAIN_WEIGHTS_DIR, WeightFile, fetch, register_weight_file
+from benchmarks.features.weight_cache import DOMAIN_WEIGHTS_DIR, WeightFile, fetch, register_weight_file
 
 # label name -> number of classes; and which of those labels are sets (multi-label heads).
 DOMAIN_HEADS: dict[str, dict[str, int]] = {
@@ -200,7 +200,7 @@ def save_domain_net(network: DomainVideoNet, dataset: str, record: dict, folder:
     """Write the weights (safetensors) and a JSON record with config, sha256 and whatever `record` adds."""
     from safetensors.torch import save_file
 
-    from benchmarks.weights import sha256_of
+    from benchmarks.features.weight_cache import sha256_of
 
     weights, record_path = weights_paths(dataset, folder)
     weights.parent.mkdir(parents=True, exist_ok=True)

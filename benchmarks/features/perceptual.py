@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.weights import WeightFile, fetch, register_weight_file
+from benchmarks.features.weight_cache import WeightFile, fetch, register_weight_file
 
 # lpips.pretrained_networks.alexnet keeps torchvision's `features` indices inside five slices.
 _ALEXNET_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}

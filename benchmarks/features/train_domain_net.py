@@ -28,7 +28,7 @@ from benchmarks.features.domain import (
     head_targets,
     save_domain_net,
 )
-from benchmarks.weights import DOMAIN_WEIGHTS_DIR
+from benchmarks.features.weight_cache import DOMAIN_WEIGHTS_DIR
 
 
 @dataclass

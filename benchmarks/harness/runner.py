@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks.features.weight_cache import sha256_of
 from benchmarks.files import atomic_write_json
 from benchmarks.harness.distributed import (
     barrier,
@@ -47,7 +48,6 @@ from benchmarks.harness.scoring import score_samples
 from benchmarks.leaderboard import build_leaderboard, print_table
 from benchmarks.leaderboard.render import log_console
 from benchmarks.record import ResultError, ResultRecord, result_path
-from benchmarks.weights import sha256_of
 from zoo.config import ConfigError
 from zoo.interface import VideoGenerator
 

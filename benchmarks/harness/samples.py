@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks.features.weight_cache import sha256_of
 from benchmarks.files import atomic_write_bytes, atomic_write_json
-from benchmarks.weights import sha256_of
 
 MANIFEST = "manifest.json"
 FORMAT = "zoo-samples/1"

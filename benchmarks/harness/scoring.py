@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from benchmarks.features.weight_cache import sha256_of
 from benchmarks.harness.distributed import all_ranks_agree, gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import MetricSpec, Protocol, metric_key
 from benchmarks.harness.reference import ReferenceSet, heldout_labels, load_reference, reference_cache_dir
@@ -48,7 +49,6 @@ from benchmarks.harness.uncertainty import (
     missing_bootstrap,
 )
 from benchmarks.metrics.base import DISTRIBUTION, INPUTS, LABELLED, PAIRED
-from benchmarks.weights import sha256_of
 
 
 @dataclass

@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
+from benchmarks.features.weight_cache import sha256_of
 from benchmarks.harness.external import score_folder
 from benchmarks.harness.protocol import load_protocol, protocol_from_dict
 from benchmarks.harness.provenance import git_state
 from benchmarks.harness.samples import MANIFEST, SamplesError, sample_file_sha256
 from benchmarks.harness.scoring import sample_folders
 from benchmarks.record import ResultError
-from benchmarks.weights import sha256_of
 
 # The re-score reads the same uint8 videos (sha256-checked), the same real set (reference sha256), extractor
 # weights and scoring code (both in the result hash, checked equal), so it repeats the submitter's arithmetic:

@@ -10,8 +10,8 @@ import torch
 from benchmarks.features import create_extractor, load_domain_net
 from benchmarks.features.domain import DOMAIN_HEADS, DomainNetConfig, DomainVideoNet, weights_paths
 from benchmarks.features.train_domain_net import DomainNetRecipe, evaluate, network_config
+from benchmarks.features.weight_cache import sha256_of
 from benchmarks.metrics import FrechetVideoDistance, PromptAdherence
-from benchmarks.weights import sha256_of
 
 DATASETS = sorted(DOMAIN_HEADS)
 # Held-out accuracy floors of the committed networks (exact sets for set labels; "all": every label of a clip right).

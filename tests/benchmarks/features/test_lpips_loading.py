@@ -7,7 +7,7 @@ import torch
 
 from benchmarks.features import load_lpips_alex
 from benchmarks.features.perceptual import alexnet_trunk_state, lpips_heads_file
-from benchmarks.weights import sha256_of
+from benchmarks.features.weight_cache import sha256_of
 
 # torchvision AlexNet's convolutional layers: features.<index> -> weight shape (the classifier is ignored).
 ALEXNET_CONVS = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256, 384, 3, 3), 10: (256, 256, 3, 3)}

@@ -13,6 +13,7 @@ from toy_harness import micro_overrides
 
 from benchmarks.features import domain as domain_module
 from benchmarks.features.domain import load_domain_net, save_domain_net
+from benchmarks.features.weight_cache import DOMAIN_WEIGHTS_DIR, get_weight_file
 from benchmarks.harness import load_protocol, run_recipe
 from benchmarks.harness import protocol as protocol_module
 from benchmarks.harness import provenance as provenance_module
@@ -20,7 +21,6 @@ from benchmarks.harness.protocol import MetricSpec, result_hash
 from benchmarks.harness.provenance import PeakMemory
 from benchmarks.harness.runner import is_finished
 from benchmarks.leaderboard import load_boards, load_result
-from benchmarks.weights import DOMAIN_WEIGHTS_DIR, get_weight_file
 
 SETTINGS = "5" * 64
 
@@ -70,9 +70,9 @@ def test_the_scoring_version_enters_the_result_hash_and_not_the_spec_hash(monkey
 
 
 def test_i3d_inception_and_lpips_enter_by_their_recorded_checksums_defaults_included(tmp_path, monkeypatch):
-    """Offline and without the files: the checksums recorded in benchmarks/weights.py key the results."""
+    """Offline and without the files: the checksums recorded in benchmarks/features/weight_cache.py key the results."""
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setattr("benchmarks.weights.sha256_of", lambda path: pytest.fail(f"hashed {path}"))
+    monkeypatch.setattr("benchmarks.features.weight_cache.sha256_of", lambda path: pytest.fail(f"hashed {path}"))
     sha = {name: get_weight_file(name).sha256 for name in ("i3d_torchscript", "inception-2015-12-05", "alexnet-owt")}
     assert load_protocol("bair_64").weights_sha256() == {"i3d_torchscript": sha["i3d_torchscript"]}
     assert load_protocol("ucf101_16x64").weights_sha256() == {

@@ -18,6 +18,7 @@ import pytest
 import torch
 from toy_harness import micro_overrides, write_folder
 
+from benchmarks.features.weight_cache import sha256_of
 from benchmarks.harness import (
     SampleManifest,
     SampleWriter,
@@ -33,7 +34,6 @@ from benchmarks.harness.reference import ReferenceSet
 from benchmarks.harness.scoring import score_samples, statistics_path
 from benchmarks.harness.uncertainty import BootstrapSettings
 from benchmarks.leaderboard import build_leaderboard, load_result
-from benchmarks.weights import sha256_of
 from zoo.data import write_video
 from zoo_cli import main
 

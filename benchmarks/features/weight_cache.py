@@ -1,4 +1,4 @@
-"""Checksum-verified cache of the weight files the benchmark's feature extractors need.
+"""Checksum-verified download cache of the weight files the benchmark's feature extractors need.
 
 Every file has a name, the URLs it is published at, its sha256 and a place in the cache (`$ZOO_CACHE`, default
 `$XDG_CACHE_HOME/hybrid-video-zoo` or `~/.cache/hybrid-video-zoo`). `fetch(name)` returns a verified local path:
@@ -54,8 +54,8 @@ class WeightFile:
     notes: str = field(default="", compare=False)
 
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_WEIGHTS_DIR = Path(__file__).resolve().parent / "features" / "weights"
+# Not this cache: the domain networks' weights are committed in this folder (`bundled` files).
+DOMAIN_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 # Provenance of each sha256 below (how it was established) sits beside it; keep it that way when adding files.
 _KNOWN_FILES: tuple[WeightFile, ...] = (

@@ -1,4 +1,4 @@
-"""The weights manager: cache location, checksums, downloads, and fast one-line failures when offline."""
+"""The weight cache: cache location, checksums, downloads, and fast one-line failures when offline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from benchmarks import weights
-from benchmarks.weights import (
+from benchmarks.features import weight_cache
+from benchmarks.features.weight_cache import (
     ChecksumMismatchError,
     WeightFile,
     WeightsUnavailableError,
@@ -37,21 +37,21 @@ def served_file(tmp_path, name: str, content: bytes, sha256: str | None = "auto"
 
 
 def test_known_files_are_well_formed():
-    for name in weights.list_weight_files():
-        entry = weights.get_weight_file(name)
+    for name in weight_cache.list_weight_files():
+        entry = weight_cache.get_weight_file(name)
         if entry.bundled is None:
             assert entry.urls and all(url.startswith("https://") for url in entry.urls), name
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256), name
-    assert weights.get_weight_file("alexnet-owt").sha256.startswith("7be5be79")  # torchvision's name carries it
-    assert weights.get_weight_file("pt_inception-2015-12-05").sha256.startswith("6726825d")
+    assert weight_cache.get_weight_file("alexnet-owt").sha256.startswith("7be5be79")  # torchvision's name carries it
+    assert weight_cache.get_weight_file("pt_inception-2015-12-05").sha256.startswith("6726825d")
 
 
 def test_cache_dir_follows_zoo_cache_then_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "mine"))
-    assert weights.cache_dir() == tmp_path / "mine"
+    assert weight_cache.cache_dir() == tmp_path / "mine"
     monkeypatch.delenv("ZOO_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert weights.cache_dir() == tmp_path / "xdg" / "hybrid-video-zoo"
+    assert weight_cache.cache_dir() == tmp_path / "xdg" / "hybrid-video-zoo"
 
 
 def test_download_verifies_and_caches(cache, tmp_path, capsys):
@@ -85,9 +85,9 @@ def test_unverifiable_files_are_used_with_a_warning(cache, tmp_path):
 
 def assert_fast_one_line_failure(name: str, started: float, error: pytest.ExceptionInfo) -> None:
     message = str(error.value)
-    entry = weights.get_weight_file(name)
+    entry = weight_cache.get_weight_file(name)
     assert "\n" not in message
-    assert entry.filename in message and str(weights.local_path(name)) in message
+    assert entry.filename in message and str(weight_cache.local_path(name)) in message
     assert (entry.sha256 or "unrecorded") in message
     assert time.monotonic() - started < 5
 
@@ -124,21 +124,21 @@ def test_extractors_never_fall_back_to_random_weights(cache, monkeypatch):
 
 def test_unknown_names_get_a_hint():
     with pytest.raises(KeyError, match="did you mean 'i3d_torchscript'"):
-        weights.get_weight_file("i3d_torchscrip")
+        weight_cache.get_weight_file("i3d_torchscrip")
 
 
 def test_recorded_sha256_reads_no_file_unless_none_is_recorded(cache, tmp_path, monkeypatch):
     """Result keys pin weights by the recorded checksum (what every load verifies); an unverified file is hashed
     once per version if present, and is None while absent."""
     hashed = []
-    real_sha256_of = weights.sha256_of
-    monkeypatch.setattr(weights, "sha256_of", lambda path: hashed.append(path) or real_sha256_of(path))
-    assert weights.recorded_sha256("i3d_torchscript") == weights.get_weight_file("i3d_torchscript").sha256
+    real_sha256_of = weight_cache.sha256_of
+    monkeypatch.setattr(weight_cache, "sha256_of", lambda path: hashed.append(path) or real_sha256_of(path))
+    assert weight_cache.recorded_sha256("i3d_torchscript") == weight_cache.get_weight_file("i3d_torchscript").sha256
     entry = served_file(tmp_path, "test-unverified-key", b"unverified", sha256=None)
-    assert weights.recorded_sha256(entry.name) is None and not hashed  # not here: no key part, nothing read
+    assert weight_cache.recorded_sha256(entry.name) is None and not hashed  # not here: no key part, nothing read
     (cache / entry.filename).parent.mkdir(parents=True)
     (cache / entry.filename).write_bytes(b"unverified")
-    assert weights.recorded_sha256(entry.name) == hashlib.sha256(b"unverified").hexdigest()
-    assert weights.recorded_sha256(entry.name) == hashlib.sha256(b"unverified").hexdigest() and len(hashed) == 1
+    assert weight_cache.recorded_sha256(entry.name) == hashlib.sha256(b"unverified").hexdigest()
+    assert weight_cache.recorded_sha256(entry.name) == hashlib.sha256(b"unverified").hexdigest() and len(hashed) == 1
     (cache / entry.filename).write_bytes(b"another file")  # a new version is hashed anew
-    assert weights.recorded_sha256(entry.name) == hashlib.sha256(b"another file").hexdigest()
+    assert weight_cache.recorded_sha256(entry.name) == hashlib.sha256(b"another file").hexdigest()
