@@ -62,7 +62,10 @@ class Recipe:
         recipe's trainer settings are the budget `zoo pretrain <recipe>` trains them under.
     variants: named rows running a registered model with extra overrides (see `Variant`).
     imports: modules to import first, so models defined outside the zoo register.
-    tag: the row-id tag (`<model>.<tag>`), default `<protocol>_<recipe>`. data_root: the folder of a real dataset.
+    tag: the row-id tag (`<model>.<tag>`), used as is. By default the recipe's name where it already names its
+        protocol (every word of the protocol's name is one of its words: `horizon_bouncing_shapes` on
+        `bouncing_shapes_horizon`), else `<protocol>_<recipe>` (`moving_digits_quick`). data_root: the folder of a
+        real dataset.
     leaderboard_dir: where the leaderboard is re-rendered after the run (null: not rendered).
     vars: values the rest of the recipe interpolates as `${vars.name}` (`???` = must be given on the command line).
     """
@@ -96,7 +99,14 @@ class Recipe:
 
     @property
     def row_tag(self) -> str:
-        return self.tag or f"{Path(self.protocol).stem}_{self.name}"
+        """The `<tag>` of this recipe's row ids: `tag`, else the recipe's name, prefixed with the protocol's name
+        unless it already names it (so no row id says its protocol twice)."""
+        if self.tag:
+            return self.tag
+        protocol = Path(self.protocol).stem
+        if set(protocol.split("_")) <= set(self.name.split("_")):
+            return self.name
+        return f"{protocol}_{self.name}"
 
     def pretrained_id(self, row: str) -> str:
         """The shipped weights of a row (`pretrained: true`): `<row>.<tag>`, the id its leaderboard rows carry."""

@@ -416,6 +416,18 @@ def test_pattern_keys_apply_to_every_matching_row_before_its_own_entries():
     assert recipe.pretrained_id("video_ar") == "video_ar.moving_digits_micro"
 
 
+def test_a_row_tag_names_the_protocol_once():
+    """A recipe's own `tag` is used as is; else a recipe named after its protocol is its own tag, and any other is
+    prefixed with the protocol's name."""
+    assert load_recipe("quick").row_tag == "moving_digits_quick"
+    assert load_recipe("horizon_bouncing_shapes").row_tag == "horizon_bouncing_shapes"  # on bouncing_shapes_horizon
+    assert load_recipe("horizon_moving_digits").row_tag == "horizon_moving_digits"
+    assert load_recipe("moving_digits_full").row_tag == "moving_digits_full"
+    assert load_recipe("block_size_sweep").row_tag == "moving_digits_sweep"  # its own tag
+    assert load_recipe("micro", ["protocol=bouncing_shapes"]).row_tag == "bouncing_shapes_micro"
+    assert load_recipe("micro", ["tag=mine"]).pretrained_id("video_ar") == "video_ar.mine"
+
+
 def test_autoencoders_are_bound_by_kind_from_the_protocols_dataset():
     """RGB bouncing_shapes gives every model its KL/VQ autoencoder by the kind the model declares; moving_digits
     (the defaults) adds no override, so its run settings are what they were."""
