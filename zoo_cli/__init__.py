@@ -177,6 +177,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from zoo.training import latest_checkpoint, train_model
 
     _route_lightning_logs()
+    if args.model == "domain_net":
+        _train_domain_net(args)
+        return
     request = train_request(args.model, args.data, args.overrides, args.trainer, args.config)
     groups = request.overrides
     out_dir = Path(args.out or f"runs/{args.model}-{args.data}")
@@ -198,6 +201,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     OmegaConf.save(OmegaConf.create({"model": args.model, "data": args.data, **groups}), out_dir / "command.yaml")
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     _say(f"done: {result.steps} steps in {result.seconds:.1f} s, final loss {loss}; checkpoint {result.checkpoint}")
+
+
+def _train_domain_net(args: argparse.Namespace) -> None:
+    """`zoo train domain_net --data <dataset>`: the benchmark's domain feature network, trained by its recipe
+    (`--config`, default benchmarks/recipes/domain_net_<dataset>.yaml) with overrides of the recipe's keys."""
+    from benchmarks.features.train_domain_net import load_domain_net_recipe, train
+
+    if args.trainer != "default":
+        raise ConfigError("zoo train domain_net takes no --trainer: its recipe sets steps, batch_size and threads")
+    overrides = [*args.overrides, *([f"output_dir={args.out}"] if args.out else [])]
+    recipe = load_domain_net_recipe(args.data, overrides, args.config)
+    record = train(recipe)
+    _say(f"domain_{recipe.dataset} saved to {recipe.output_dir} (held-out accuracy {record['accuracy']}, "
+         f"sha256 {record['sha256']})")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -362,14 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list models, datasets and metrics")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train a model (or the frame autoencoder) with Lightning")
-    p.add_argument("model", help="registered model name (`zoo list`), or 'autoencoder'")
+    p = sub.add_parser("train", help="train a model, the frame autoencoder or a benchmark domain network with Lightning")
+    p.add_argument("model", help="registered model name (`zoo list`), 'autoencoder', or 'domain_net' (the "
+                                 "benchmark's feature network of --data; overrides are its recipe's keys)")
     p.add_argument("--data", required=True, help="dataset name, e.g. moving_digits")
     p.add_argument(
         "--out", help="run folder (default runs/<model>-<data>); re-running resumes from its last checkpoint"
     )
     p.add_argument("--config",
-                   help="model preset name (zoo/configs/model/presets/) or YAML path, instead of the model's defaults")
+                   help="model preset name (zoo/configs/model/presets/) or YAML path, instead of the model's defaults "
+                        "(domain_net: the recipe YAML, default benchmarks/recipes/domain_net_<data>.yaml)")
     p.add_argument("--trainer", default="default",
                    help="trainer preset in zoo/configs/trainer/ (default, gpu, ddp_cpu)")
     p.add_argument("overrides", nargs="*", help="model.<k>=v data.<k>=v trainer.<k>=v")

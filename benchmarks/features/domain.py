@@ -1,8 +1,8 @@
 """Domain feature networks for the embedded datasets (`moving_digits`, `bouncing_shapes`).
 
 No downloadable network knows these toy domains, so, as the field does with LeNet features for MNIST FID, we train
-our own small video classifier on each dataset's labels (`benchmarks/features/train_domain_net.py`, driven by
-`benchmarks/recipes/domain_net_<dataset>.yaml`) and commit its weights as safetensors beside a JSON record of its
+our own small video classifier on each dataset's labels (`zoo train domain_net --data <dataset>`: the recipe
+`benchmarks/recipes/domain_net_<dataset>.yaml` run by `benchmarks/features/train_domain_net.py`) and commit its weights as safetensors beside a JSON record of its
 config, sha256 and held-out accuracy (`benchmarks/features/weights/domain_<dataset>.{safetensors,json}`).
 
 One network gives three things:
@@ -215,8 +215,8 @@ def domain_weight_file(dataset: str, folder: Path | None = None) -> WeightFile:
     weights, record_path = weights_paths(dataset, folder)
     if not record_path.is_file():
         raise FileNotFoundError(
-            f"{record_path} is missing; train the network with "
-            f"`python -m benchmarks.features.train_domain_net benchmarks/recipes/domain_net_{dataset}.yaml`"
+            f"{record_path} is missing; train the network with `zoo train domain_net --data {dataset}` "
+            f"(recipe benchmarks/recipes/domain_net_{dataset}.yaml)"
         )
     record = json.loads(record_path.read_text())
     return register_weight_file(

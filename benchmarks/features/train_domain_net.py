@@ -1,6 +1,6 @@
 """Train a domain feature network on an embedded dataset and commit its weights with their held-out accuracy.
 
-    python -m benchmarks.features.train_domain_net benchmarks/recipes/domain_net_moving_digits.yaml [key=value ...]
+    zoo train domain_net --data moving_digits [key=value ...]   # recipe benchmarks/recipes/domain_net_moving_digits.yaml
 
 Runs on CPU in 5-15 minutes (Lightning Trainer). Writes `benchmarks/features/weights/domain_<dataset>.safetensors`
 and `.json` (config, sha256, per-label accuracy on held-out clips of the test split, which shares no digit image
@@ -9,7 +9,6 @@ with the training split). This script is the one place in `benchmarks.features` 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,9 @@ from benchmarks.features.domain import (
     save_domain_net,
 )
 from benchmarks.features.weight_cache import DOMAIN_WEIGHTS_DIR
+
+# The recipes are package data beside the benchmark recipes (`benchmarks/recipes/domain_net_<dataset>.yaml`).
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
 @dataclass
@@ -145,17 +147,19 @@ def train(recipe: DomainNetRecipe) -> dict:
     return save_domain_net(module.network, recipe.dataset, record, Path(recipe.output_dir))
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    from zoo.config import build_config, load_yaml, parse_overrides
+def load_domain_net_recipe(
+    dataset: str, overrides: Sequence[str] = (), path: str | Path | None = None
+) -> DomainNetRecipe:
+    """The recipe that trains dataset's domain network (`benchmarks/recipes/domain_net_<dataset>.yaml`, or `path`)
+    with `key=value` overrides of its keys; a `ConfigError` if it trains another dataset's."""
+    from zoo.config import ConfigError, build_config, load_yaml, parse_overrides
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        raise SystemExit("usage: python -m benchmarks.features.train_domain_net RECIPE.yaml [key=value ...]")
-    recipe = build_config(DomainNetRecipe, load_yaml(argv[0]), parse_overrides(argv[1:]), where=argv[0])
-    record = train(recipe)
-    print(f"domain_{recipe.dataset}: held-out accuracy {record['accuracy']} sha256 {record['sha256']}")
-    return record
-
-
-if __name__ == "__main__":
-    main()
+    path = Path(path) if path is not None else RECIPES_DIR / f"domain_net_{dataset}.yaml"
+    if not path.is_file():
+        known = sorted(other.stem.removeprefix("domain_net_") for other in RECIPES_DIR.glob("domain_net_*.yaml"))
+        raise FileNotFoundError(f"no domain-network recipe {path}; datasets that have one: {', '.join(known)}")
+    recipe = build_config(DomainNetRecipe, load_yaml(path), parse_overrides(list(overrides)) if overrides else None,
+                          where=f"recipe {path.name}")
+    if recipe.dataset != dataset:
+        raise ConfigError(f"recipe {path.name} trains the domain network of '{recipe.dataset}', not '{dataset}'")
+    return recipe

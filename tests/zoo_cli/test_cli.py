@@ -216,3 +216,20 @@ def test_bench_prints_the_leaderboard_table_once(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(benchmarks.harness, "run_recipe", run_recipe)
     code, out, _ = zoo(["bench", "micro"], capsys)
     assert code == 0 and out.count("LEADERBOARD TABLE") == 1 and "1 result file(s)" in out
+
+
+def test_train_domain_net_runs_its_recipe_with_overrides_of_its_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`zoo train domain_net --data <dataset>` trains the benchmark's feature network from its recipe, beside
+    `zoo train autoencoder`; overrides are the recipe's keys."""
+    code, out, err = zoo(["train", "domain_net", "--data", "moving_digits", "--out", str(tmp_path), "steps=2",
+                          "batch_size=4", "eval_clips=8", "data.train_size=8", "network.width=16"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "domain_moving_digits.safetensors").is_file() and (tmp_path / "domain_moving_digits.json").is_file()
+    assert f"domain_moving_digits saved to {tmp_path}" in out
+    code, _, err = zoo(["train", "domain_net", "--data", "moving_digits", "stepz=2"], capsys)
+    assert_one_line_error(code, err, r"unknown key 'stepz'.*did you mean 'steps'")
+    code, _, err = zoo(["train", "domain_net", "--data", "video_folder"], capsys)
+    assert_one_line_error(code, err, r"no domain-network recipe .*domain_net_video_folder.yaml; datasets that have "
+                                     r"one: bouncing_shapes, moving_digits")

@@ -95,7 +95,7 @@ def test_prompt_adherence_and_fvd_domain_on_dataset_clips(dataset):
 
 
 def test_a_record_without_weights_says_how_to_train(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train_domain_net"):
+    with pytest.raises(FileNotFoundError, match="zoo train domain_net --data moving_digits"):
         load_domain_net("moving_digits", folder=tmp_path)
 
 
