@@ -238,6 +238,7 @@ def heldout_labels(protocol: Protocol, indices: Sequence[int], data_root: str | 
 
     from zoo.data import create_dataset
 
+    protocol = lengthened(protocol, max(indices, default=-1) + 1, data_root)  # as the real row's folder was written
     overrides = {**dataset_overrides(protocol, data_root), "num_frames": protocol.frames}
     dataset = create_dataset(protocol.dataset.name, split=protocol.dataset.split, overrides=overrides)
     parts: dict[str, list[Tensor]] = {}
