@@ -69,8 +69,9 @@ def check_sample_hashes(result: dict[str, Any], samples_dir: str | Path) -> tupl
     # Named relative to the folder, which the message names once.
     problems = [f"{name} is missing" for name in sorted(set(recorded) - present)]
     problems += [f"{name} was not scored by the result" for name in sorted(present - set(recorded))]
-    problems += [f"{name} has sha256 {_short(sha256_of(samples_dir / name))}, the result scored {_short(sha)}"
-                 for name, sha in sorted(recorded.items()) if name in present and sha256_of(samples_dir / name) != sha]
+    for name, sha in sorted(recorded.items()):
+        if name in present and (actual := sha256_of(samples_dir / name)) != sha:
+            problems.append(f"{name} has sha256 {_short(actual)}, the result scored {_short(sha)}")
     # Matching manifests list the very files the result scored, so the recorded file sha256s cover them all.
     files = result["provenance"].get("samples_sha256") or {}
     for name, sha in sorted(files.items()):
