@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from benchmarks.features import extractor_weights
+from benchmarks.harness.uncertainty import BootstrapSettings
 from benchmarks.metrics.registry import MODULE_ARGUMENTS, UnknownMetricError, extractor_names
 from hvz_registry import did_you_mean
 from zoo.config import ConfigError, build_config, load_yaml, named_yaml, parse_overrides
@@ -103,7 +104,7 @@ class Protocol:
     long_rollout_videos: int | None = None
     batch_size: int = 32
     seeds: list[int] = field(default_factory=lambda: [0])
-    bootstrap_draws: int = 1000
+    bootstrap_draws: int = BootstrapSettings.draws
     primary_metric: str = MISSING
     metrics: list[MetricSpec] = field(default_factory=list)
 
