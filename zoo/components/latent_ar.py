@@ -7,6 +7,10 @@ per token) condition the `DiffusionHead` that samples frame n's tokens, so the s
 Inputs are noised (context noise augmentation, as in GameNGen): by a random level in training and by a fixed small
 level in sampling, with the level itself an input, so the model learns not to copy its inputs' errors; this limits
 drift in long rollouts. Optional per-step codes tell a block what it predicts (e.g. how far ahead the next keyframe is).
+With `frame_decoder_depth` > 0 a frame's tokens are not sampled at once, each from its own noise (then patches cannot
+agree on one shape), but set by set as in MAR: a bidirectional decoder over the frame's tokens, the sampled ones
+visible and the rest a mask token, conditions the head; training masks a random share of each frame's tokens and
+scores the head on those, sampling reveals them in `token_rounds` sets of growing size (MAR's cosine schedule).
 Latents are `[B, N, c, h, w]` (N frames or steps) at this module's boundary.
 """
 
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
 from transformers import Cache
@@ -49,6 +54,8 @@ class NextLatentConfig:
     context_noise_inference: the fixed level used when sampling (for given context frames and generated ones alike).
     head_batch_mul: noise draws per AR vector in training (MAR's diffusion batch multiplier).
     diffusion: the head's process; by default MAR's epsilon objective on a scaled-linear schedule.
+    frame_decoder_depth: blocks of the bidirectional in-frame decoder; 0 samples a frame's tokens at once.
+    token_rounds: with a frame decoder, the rounds in which a frame's tokens are sampled (at most its token count).
     """
 
     transformer: ARConfig = field(default_factory=ARConfig)
@@ -59,6 +66,8 @@ class NextLatentConfig:
     context_noise_train: float = 0.3
     context_noise_inference: float = 0.05
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**EPSILON_DIFFUSION))
+    frame_decoder_depth: int = 0
+    token_rounds: int = 4
 
     def __post_init__(self) -> None:
         if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:
@@ -68,6 +77,11 @@ class NextLatentConfig:
             )
         if self.head_batch_mul < 1:
             raise ConfigError(f"head_batch_mul must be >= 1, got {self.head_batch_mul}")
+        if self.frame_decoder_depth < 0 or self.token_rounds < 1:
+            raise ConfigError(
+                f"need frame_decoder_depth >= 0 and token_rounds >= 1, got {self.frame_decoder_depth} and "
+                f"{self.token_rounds}"
+            )
 
 
 class NextLatentAR(nn.Module):
@@ -97,6 +111,20 @@ class NextLatentAR(nn.Module):
         self.code_embed = nn.Embedding(num_codes, dim) if num_codes else None
         self.text_proj = nn.Linear(text_dim, dim) if text_dim else None
         self.head = DiffusionHead(self.token_dim, dim, config.head_width, config.head_depth, config.diffusion)
+        self.frame_decoder = None
+        if config.frame_decoder_depth:
+            if config.token_rounds > self.tokens_per_frame:
+                raise ConfigError(
+                    f"token_rounds {config.token_rounds} exceeds the {self.tokens_per_frame} tokens of a frame; "
+                    "lower it"
+                )
+            heads = config.transformer.heads
+            self.frame_decoder = nn.ModuleList(
+                BasicTransformerBlock(dim, heads, dim // heads) for _ in range(config.frame_decoder_depth)
+            )
+            self.known_token_in = nn.Linear(self.token_dim, dim)
+            self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
+            self.decoder_norm = nn.LayerNorm(dim)
 
     # ---- latents <-> tokens ------------------------------------------------------------------------------
     def patchify(self, latents: Tensor) -> Tensor:
@@ -208,10 +236,45 @@ class NextLatentAR(nn.Module):
             inputs = torch.cat([history, inputs[:, first:]], dim=1)
         inputs, levels = self.augment_context(inputs, generator)
         z, _ = self.conditions(self._sequence(inputs, levels, codes), text)
-        x0 = self.patchify(latents[:, first:]).flatten(0, 2)
-        z = z[:, first:].flatten(0, 2)
+        x0 = self.patchify(latents[:, first:]).flatten(0, 1)
+        z = z[:, first:].flatten(0, 1)
+        if self.frame_decoder is not None:
+            # MAR: a random share (1 to all) of each frame's tokens is hidden; the head learns those from the rest.
+            rows, tokens = x0.shape[:2]
+            hidden = self._random_ranks(rows, generator) < torch.randint(
+                1, tokens + 1, (rows, 1), generator=generator, device=self._generator_device(generator)
+            ).to(x0.device)
+            x0, z = x0[hidden], self.decode_frame(z, x0, ~hidden)[hidden]
+        else:
+            x0, z = x0.flatten(0, 1), z.flatten(0, 1)
         mul = self.config.head_batch_mul
         return self.head.loss(x0.repeat(mul, 1), z.repeat(mul, 1), generator)
+
+    # ---- the in-frame decoder (MAR's set-by-set sampling) ----------------------------------------------------
+    def _generator_device(self, generator: torch.Generator | None) -> torch.device:
+        return generator.device if generator is not None else self.start_block.device
+
+    def _random_ranks(self, rows: int, generator: torch.Generator | None) -> Tensor:
+        """A random order of a frame's tokens per row: `[rows, S]`, the rank of each token (a permutation of 0..S-1)."""
+        u = torch.rand((rows, self.tokens_per_frame), generator=generator, device=self._generator_device(generator))
+        return u.argsort(dim=1).argsort(dim=1).to(self.start_block.device)
+
+    def decode_frame(self, z: Tensor, tokens: Tensor, known: Tensor) -> Tensor:
+        """Head conditions `[R, S, dim]` from AR conditions `z [R, S, dim]` and the frame's tokens `[R, S, c*p*p]`,
+        of which only those where `known [R, S]` is True are visible to the decoder."""
+        visible = torch.where(known[..., None], self.known_token_in(tokens), self.mask_token.to(z.dtype))
+        h = z + visible + self.spatial_position
+        for block in self.frame_decoder:
+            h = block(h)
+        return self.decoder_norm(h)
+
+    def reveal_schedule(self) -> list[int]:
+        """Tokens still hidden after each sampling round (MAR's cosine schedule, at least one revealed per round)."""
+        tokens, rounds = self.tokens_per_frame, self.config.token_rounds
+        return [
+            max(rounds - k - 1, min(tokens - k - 1, int(tokens * math.cos(math.pi / 2 * (k + 1) / rounds))))
+            for k in range(rounds)
+        ]
 
     # ---- sampling ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -279,13 +342,35 @@ class NextLatentAR(nn.Module):
         self, z: Tensor, generator: torch.Generator, guidance_scale: float | None, steps: int | None
     ) -> Tensor:
         """One frame latent `[B, c, h, w]` from head conditions `[B, S, dim]` (`[2B, ...]`: cond then null stream)."""
-        z = z.flatten(0, 1)
+        if self.frame_decoder is None:
+            tokens = self._sample_tokens(z, generator, guidance_scale, steps)
+            return self.unpatchify(tokens.view(-1, self.tokens_per_frame, self.token_dim))
+        streams = 1 if guidance_scale is None else 2
+        batch = z.shape[0] // streams
+        ranks = self._random_ranks(batch, generator)
+        tokens = z.new_zeros(batch, self.tokens_per_frame, self.token_dim)
+        known = torch.zeros_like(ranks, dtype=torch.bool)
+        hidden_before = self.tokens_per_frame
+        for hidden_after in self.reveal_schedule():
+            # This round's set: the tokens ranked hidden_after .. hidden_before - 1 (the highest ranks go first).
+            chosen = (ranks >= hidden_after) & (ranks < hidden_before)
+            conditions = self.decode_frame(z, tokens.repeat(streams, 1, 1), known.repeat(streams, 1))
+            tokens[chosen] = self._sample_tokens(
+                conditions[chosen.repeat(streams, 1)], generator, guidance_scale, steps
+            ).to(tokens.dtype)
+            known |= chosen
+            hidden_before = hidden_after
+        return self.unpatchify(tokens)
+
+    def _sample_tokens(
+        self, z: Tensor, generator: torch.Generator, guidance_scale: float | None, steps: int | None
+    ) -> Tensor:
+        """Tokens `[R, c*p*p]` for head conditions `[..., dim]` (R of them; `2R` with guidance: cond then null)."""
+        z = z.reshape(-1, z.shape[-1])
         if guidance_scale is None:
-            tokens = self.head.sample(z, generator, steps)
-        else:
-            z_cond, z_uncond = z.chunk(2)
-            tokens = self.head.sample(z_cond, generator, steps, z_uncond=z_uncond, guidance_scale=guidance_scale)
-        return self.unpatchify(tokens.view(-1, self.tokens_per_frame, self.token_dim))
+            return self.head.sample(z, generator, steps)
+        z_cond, z_uncond = z.chunk(2)
+        return self.head.sample(z_cond, generator, steps, z_uncond=z_uncond, guidance_scale=guidance_scale)
 
     def _noised_input(self, frame: Tensor, generator: torch.Generator) -> Tensor:
         noise = randn_tensor(frame.shape, generator=generator, device=frame.device, dtype=frame.dtype)

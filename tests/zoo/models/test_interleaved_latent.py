@@ -28,12 +28,87 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model(wake_zero_init):
+# MAR's set-by-set sampling of a frame's tokens (the in-frame decoder), beside the one-shot head.
+SET_BY_SET = ["latent_ar.frame_decoder_depth=1", "latent_ar.token_rounds=4"]
+
+
+@pytest.fixture(scope="module", params=["one_shot", "set_by_set"])
+def model(request, wake_zero_init):
     torch.manual_seed(0)
-    model = create_model("interleaved_latent", overrides=TINY)
+    model = create_model("interleaved_latent", overrides=TINY + (SET_BY_SET if request.param == "set_by_set" else []))
     wake_zero_init(model.latent_ar)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def set_by_set_model(wake_zero_init):
+    torch.manual_seed(0)
+    model = create_model("interleaved_latent", overrides=TINY + SET_BY_SET)
+    wake_zero_init(model.latent_ar)
+    return model.eval()
+
+
+def test_reveal_schedule_follows_mars_cosine_and_reveals_every_token(set_by_set_model):
+    ar = set_by_set_model.latent_ar
+    assert ar.tokens_per_frame == 16
+    assert ar.reveal_schedule() == [14, 11, 6, 0]  # 16 * cos(pi/2 * k/4), floored: sets of 2, 3, 5, 6 tokens
+    ar.config.token_rounds = 16
+    try:
+        assert ar.reveal_schedule() == list(range(15, -1, -1))  # one token per round at the limit
+    finally:
+        ar.config.token_rounds = 4
+    with pytest.raises(ConfigError, match="token_rounds 17 exceeds the 16 tokens"):
+        create_model("interleaved_latent", overrides=[*TINY, SET_BY_SET[0], "latent_ar.token_rounds=17"])
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_set_by_set_sampling_reveals_each_token_once_and_shows_the_decoder_what_was_drawn(
+    set_by_set_model, monkeypatch, guidance
+):
+    ar = set_by_set_model.latent_ar
+    visible_counts, head_rows = [], []
+    decode, sample = ar.decode_frame, ar.head.sample
+
+    def spy_decode(z, tokens, known):
+        visible_counts.append(known.sum(dim=1).tolist())
+        # What the decoder sees of the frame is exactly what earlier rounds drew; hidden tokens are still zero.
+        assert torch.all(tokens[~known] == 0) and torch.all(tokens[known] != 0)
+        return decode(z, tokens, known)
+
+    def spy_sample(z, *args, **kwargs):
+        head_rows.append(z.shape[0])
+        return sample(z, *args, **kwargs)
+
+    monkeypatch.setattr(ar, "decode_frame", spy_decode)
+    monkeypatch.setattr(ar.head, "sample", spy_sample)
+    monkeypatch.setattr(set_by_set_model.config.latent_ar.diffusion, "guidance_scale", guidance)
+    frames = 3
+    set_by_set_model.generate(2, frames, Conditioning(text=["a 3 moving left", "a 7 moving up"]), generator=0)
+    streams = 1 if guidance == 1.0 else 2
+    # Per frame: 4 rounds; the decoder sees 0, 2, 5, 10 drawn tokens (both streams alike) and the head draws 2, 3, 5, 6.
+    assert visible_counts == [[0] * 2 * streams, [2] * 2 * streams, [5] * 2 * streams, [10] * 2 * streams] * frames
+    assert head_rows == [2 * n for n in (2, 3, 5, 6)] * frames
+
+
+def test_set_by_set_training_scores_only_hidden_tokens_and_trains_the_decoder(set_by_set_model, monkeypatch):
+    ar = set_by_set_model.latent_ar
+    scored: list[int] = []
+    loss = ar.head.loss
+    monkeypatch.setattr(ar.head, "loss", lambda x0, z, gen=None: scored.append(x0.shape[0]) or loss(x0, z, gen))
+    video = torch.rand(4, set_by_set_model.clip_length, *set_by_set_model.frame_size)
+    batch = {"video": video, "text": ["a 3 moving left"] * 4}
+    try:
+        set_by_set_model.train()
+        set_by_set_model.zero_grad()
+        set_by_set_model.compute_loss(batch)["loss"].backward()
+    finally:
+        set_by_set_model.eval()
+    rows = 4 * set_by_set_model.clip_length  # one frame per step, the start block's included
+    mul = ar.config.head_batch_mul
+    # Between 1 and all 16 tokens of every frame are hidden and scored: more than one per frame, fewer than all.
+    assert rows * mul < scored[0] < rows * ar.tokens_per_frame * mul
+    assert ar.mask_token.grad.abs().sum() > 0 and ar.known_token_in.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ar.frame_decoder.parameters() if p.requires_grad)
 
 
 @contextlib.contextmanager
@@ -177,11 +252,16 @@ def test_self_forcing_trains_after_the_models_own_kv_cached_rollout(model, monke
     torch.testing.assert_close(history[:, 0], truth[:, 0], atol=0, rtol=0)  # the rollout starts from the real frame
     assert not torch.allclose(history[:, 1:], truth[:, 1:num_history]), "later history frames are the model's own"
     # Few-step head, KV-cached: one window fill, then one appended frame block per rolled-out frame, then the loss pass.
-    assert head_steps == [model.config.self_forcing_steps] * (num_history - 1)
+    rounds = 1 if ar.frame_decoder is None else ar.config.token_rounds  # head calls per frame
+    assert head_steps == [model.config.self_forcing_steps] * (num_history - 1) * rounds
     assert calls[1:-1] == [ar.tokens_per_frame] * (num_history - 2)
-    # The loss covers only the real frames after the rolled-out history.
+    # The loss covers only the real frames after the rolled-out history (set by set: only their hidden tokens).
     expected = ar.patchify(truth[:, num_history:]).flatten(0, 2).repeat(ar.config.head_batch_mul, 1)
-    torch.testing.assert_close(targets[-1], expected, atol=0, rtol=0)
+    if ar.frame_decoder is None:
+        torch.testing.assert_close(targets[-1], expected, atol=0, rtol=0)
+    else:
+        assert targets[-1].shape[0] < expected.shape[0]
+        assert torch.isin(targets[-1][:, 0], expected[:, 0]).all()
 
     assert torch.isfinite(self_forced) and self_forced.requires_grad
     assert self_forced.item() != teacher_forced.item()
