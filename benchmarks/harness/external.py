@@ -19,7 +19,7 @@ import torch
 from benchmarks.harness.distributed import gather_lists, rank_and_world_size, rank_zero_first
 from benchmarks.harness.protocol import Protocol
 from benchmarks.harness.provenance import provenance
-from benchmarks.harness.reference import ReferenceSet, heldout_clips, lengthened, load_reference
+from benchmarks.harness.reference import ReferenceSet, heldout_clips, load_reference
 from benchmarks.harness.samples import (
     MANIFEST,
     SampleManifest,
@@ -100,8 +100,7 @@ def _heldout_problems(where: str, folder: Path, manifest: SampleManifest, protoc
     if inside:
         return [f"{where}: heldout_index {_few(inside)} are reference clips (held-out clips start at "
                 f"{protocol.num_real})"]
-    clips, texts = heldout_clips(lengthened(protocol, max(indices, default=0) + 1, data_root), indices, data_root,
-                                 with_texts=protocol.condition == "text")
+    clips, texts = heldout_clips(protocol, indices, data_root, with_texts=protocol.condition == "text")
     problems = []
     if manifest.conditioned_on == "text":
         wrong = [i for i, (prompt, text) in enumerate(zip(manifest.prompts, texts, strict=True)) if prompt != text]

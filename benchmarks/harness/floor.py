@@ -120,7 +120,7 @@ def measure_floor(
     largest = counts[-1]
     start = max(protocol.num_real, largest if "matched" in real_sets else 0)
     needed = start + seeds * largest
-    source = lengthened(protocol, needed, data_root)
+    source = lengthened(protocol, needed, data_root, remedy="pass a smaller --n or fewer --seeds")
     extractors = ExtractorCache(torch.device(device))
     reference = load_reference(protocol, data_root)
     keys, missing = _distribution_keys(protocol, reference, extractors)
@@ -183,7 +183,7 @@ def format_floor(record: dict[str, Any]) -> list[str]:
     """The floor as plain-text table lines: n, real set, then `mean ± std` of every metric."""
     keys = record["metrics"]
     width = max(15, *(len(k) for k in keys))
-    lines = [f"{'n':>5} {'real':>10} " + " ".join(f"{k:>{width}}" for k in keys)]
+    lines = [f"{'n':>5} {'real':>15} " + " ".join(f"{k:>{width}}" for k in keys)]
     for row in record["rows"]:
         cells = []
         for key in keys:
@@ -195,6 +195,6 @@ def format_floor(record: dict[str, Any]) -> list[str]:
             else:
                 text = f"{cell['mean']:.4g} ± {cell['std']:.2g}"
             cells.append(f"{text:>{width}}")
-        real = f"{row['num_real']}{'*' if row['limited_by'] == 'real' else ''}"
-        lines.append(f"{row['n']:>5} {real:>10} " + " ".join(cells))
+        real = f"{row['num_real']}{'*' if row['limited_by'] == 'real' else ''} {row['real_set']}"
+        lines.append(f"{row['n']:>5} {real:>15} " + " ".join(cells))
     return lines

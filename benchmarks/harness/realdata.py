@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.harness.external import score_external
 from benchmarks.harness.protocol import Protocol
-from benchmarks.harness.reference import heldout_clips, lengthened, load_reference
+from benchmarks.harness.reference import heldout_clips, load_reference
 from benchmarks.harness.samples import SampleManifest, SampleWriter
 from zoo.config import ConfigError
 
@@ -35,12 +35,10 @@ def write_real_samples(protocol: Protocol, samples_dir: str | Path, data_root: s
         raise ConfigError(f"protocol '{protocol.name}' conditions on context frames of the reference clips, which a "
                           "held-out clip does not start with; a real row needs a text- or un-conditioned protocol")
     reference = load_reference(protocol, data_root)
-    largest = max(max(heldout_indices(protocol, r)) for r in protocol.rollouts) + 1
-    source = lengthened(protocol, largest, data_root)
     folders = []
     for rollout in protocol.rollouts:
         indices = heldout_indices(protocol, rollout)
-        clips, texts = heldout_clips(source, indices, data_root, with_texts=protocol.condition == "text")
+        clips, texts = heldout_clips(protocol, indices, data_root, with_texts=protocol.condition == "text")
         clips = clips[:, : protocol.num_frames(rollout)]
         folder = Path(samples_dir) / f"rollout{rollout}x"
         writer = SampleWriter(folder)

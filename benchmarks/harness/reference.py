@@ -180,11 +180,12 @@ def split_size_key(protocol: Protocol) -> str:
     return f"{protocol.dataset.split}_size"
 
 
-def lengthened(protocol: Protocol, clips: int, data_root: str | None = None) -> Protocol:
+def lengthened(protocol: Protocol, clips: int, data_root: str | None = None,
+               remedy: str = "lower the protocol's sample counts") -> Protocol:
     """The protocol with its split holding at least `clips` clips (itself if it already does).
 
-    Only procedural datasets can be lengthened (their config has `<split>_size`); for any other a split that is
-    too short is a one-line error.
+    Only procedural datasets can be lengthened (their config has `<split>_size`, and a longer split keeps its earlier
+    clips); for any other a split that is too short is a one-line error that ends in `remedy`.
     """
     from zoo.data import create_dataset, dataset_config
 
@@ -200,8 +201,8 @@ def lengthened(protocol: Protocol, clips: int, data_root: str | None = None) -> 
     available = len(create_dataset(protocol.dataset.name, split=protocol.dataset.split, overrides=overrides))
     if available < clips:
         raise ConfigError(
-            f"the '{protocol.dataset.split}' split of '{protocol.dataset.name}' has {available} clips but the floor "
-            f"needs {clips} (reference set + seeds x the largest n); pass a smaller --n or fewer --seeds"
+            f"the '{protocol.dataset.split}' split of '{protocol.dataset.name}' has {available} clips but {clips} are "
+            f"needed; {remedy}"
         )
     return protocol
 
@@ -214,6 +215,7 @@ def heldout_clips(protocol: Protocol, indices: Sequence[int], data_root: str | N
 
     from zoo.data import create_dataset
 
+    protocol = lengthened(protocol, max(indices, default=-1) + 1, data_root)  # held-out clips lie past the reference
     overrides = dataset_overrides(protocol, data_root)
     dataset = create_dataset(protocol.dataset.name, split=protocol.dataset.split, overrides=overrides)
     if max(indices, default=-1) >= len(dataset):

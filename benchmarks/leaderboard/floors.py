@@ -69,7 +69,8 @@ def summary(record: dict[str, Any], key: str) -> str:
                      f"{spec['num_real']} real) give {key} {cell_text(own)}, the value real data itself gets at "
                      "these counts (the floor of that column)")
     largest = max(record["counts"])
-    for real_set, label in (("protocol", f"{spec['num_real']} real"), ("matched", f"{largest} real")):
+    for real_set, label in (("protocol", f"the protocol's {spec['num_real']} real"),
+                            ("matched", f"{largest} other held-out real")):
         row = next((r for r in record["rows"] if r["real_set"] == real_set and r["n"] == largest), None)
         if row is not None and key in row["metrics"] and row["metrics"][key].get("mean") is not None:
             parts.append(f"{largest} vs {label}: {cell_text(row['metrics'][key])}")

@@ -133,11 +133,11 @@ def _markdown_floor(board: Board, floors: dict[str, dict[str, Any]]) -> list[str
     keys = record["metrics"]
     lines = [f"**Real-data floor** ({command}, `floors/{board.protocol_name}.json`): {summary(record, board.primary_metric)}"
              " Held-out clips of the real split (never reference clips) are scored as the generated videos, against "
-             "the protocol's real set (`real` = its size; `*` where it is smaller than n and so the limit) and "
-             "against n real clips.", "",
+             "the protocol's real set (`real` = its size and `protocol`; `*` where it is smaller than n and so the "
+             "limit) and against n other held-out real clips (`matched`).", "",
              "| n | real | " + " | ".join(keys) + " |", "|" + " ---: |" * (len(keys) + 2)]
     for row in record["rows"]:
-        real = f"{row['num_real']}{'*' if row['limited_by'] == 'real' else ''}"
+        real = f"{row['num_real']}{'*' if row['limited_by'] == 'real' else ''} {row['real_set']}"
         lines.append(f"| {row['n']} | {real} | " + " | ".join(cell_text(row["metrics"][k]) for k in keys) + " |")
     return [*lines, ""]
 

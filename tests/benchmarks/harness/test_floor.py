@@ -54,7 +54,7 @@ def test_command_writes_the_floor_and_it_falls_as_n_grows(tmp_path, capsys):
     # The printed table is the record's.
     fvd = rows["protocol", 16]["metrics"]["fvd_domain@1x"]
     assert f"{fvd['mean']:.4g} ± {fvd['std']:.2g}" in out
-    assert format_floor(record)[1].split()[:2] == ["16", "32"]
+    assert format_floor(record)[1].split()[:3] == ["16", "32", "protocol"]
     assert f"wrote {tmp_path / 'floors' / 'moving_digits.json'}" in out
 
 

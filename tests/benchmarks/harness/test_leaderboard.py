@@ -273,8 +273,9 @@ def test_the_real_data_floor_is_tabled_and_plotted_under_its_own_result_hash_onl
     markdown, page = files["markdown"].read_text(), files["html"].read_text()
     assert "**Real-data floor** (`zoo protocol floor toy`, `floors/toy.json`)" in markdown
     assert "at this protocol's counts (16 generated vs 32 real) give fvd_domain@1x 41 ± 1, the value real data itself gets" in markdown
-    assert "| 64 | 32* | 21 ± 1 | 42 ± 1 |" in markdown  # 64 held-out clips against 32 real: the real set limits
-    assert "| 64 | 64 | 13 ± 1 | 26 ± 1 |" in markdown
+    assert "| 64 | 32* protocol | 21 ± 1 | 42 ± 1 |" in markdown  # 64 held-out clips vs 32 real: the real set limits
+    assert "| 64 | 64 matched | 13 ± 1 | 26 ± 1 |" in markdown  # the same n, told apart from the protocol row
+    assert "64 vs the protocol's 32 real: 21 ± 1; 64 vs 64 other held-out real: 13 ± 1" in markdown
     [chart] = page.split('class="chart floor"')[1:]  # the 1x metric only, two series (protocol / n real clips)
     chart = chart.split("</svg>")[0]
     assert "fvd_domain@1x vs n" in chart and chart.count("<polyline") == 2
@@ -284,5 +285,5 @@ def test_the_real_data_floor_is_tabled_and_plotted_under_its_own_result_hash_onl
     floor_file.write_text(json.dumps(_floor_record("0" * 64)))
     files = build_leaderboard(root, board_dir)
     markdown, page = files["markdown"].read_text(), files["html"].read_text()
-    assert "measured under another result hash" in markdown and "| 64 | 32* |" not in markdown
+    assert "measured under another result hash" in markdown and "| 64 | 32* protocol |" not in markdown
     assert 'class="chart floor"' not in page and "re-run <code>zoo protocol floor toy</code>" in page

@@ -123,10 +123,10 @@ def test_a_real_folder_must_hold_exactly_the_held_out_clips_it_names(protocol, t
     assert any("are reference clips" in p for p in problems), problems
 
 
-def test_held_out_labels_past_a_short_split_are_those_of_the_lengthened_split():
+def test_held_out_clips_and_labels_past_a_short_split_are_those_of_the_lengthened_split():
     # moving_digits_eval's split holds exactly its 2048 real clips: the real row's held-out clips lie beyond it, and
-    # their labels must come from the same lengthened split the folder's clips were written from.
-    from benchmarks.harness.reference import heldout_labels, lengthened
+    # both they and their labels come from the split lengthened to hold them, whoever asks.
+    from benchmarks.harness.reference import heldout_clips, heldout_labels, lengthened
 
     short = load_protocol("moving_digits", {**TINY, "dataset": {"overrides": {"test_size": 64}}})
     label, labels = heldout_labels(short, [64, 70, 100])
@@ -135,3 +135,6 @@ def test_held_out_labels_past_a_short_split_are_those_of_the_lengthened_split():
     assert all(torch.equal(labels[key], long_labels[key]) for key in labels)
     first, _ = heldout_labels(short, [3])
     assert torch.equal(first, heldout_labels(lengthened(short, 200), [3])[0])  # lengthening leaves earlier clips
+    clips, texts = heldout_clips(short, [64, 100], with_texts=True)
+    long_clips, long_texts = heldout_clips(lengthened(short, 101), [64, 100], with_texts=True)
+    assert torch.equal(clips, long_clips) and texts == long_texts and clips.shape[0] == 2
