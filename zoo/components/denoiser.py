@@ -359,10 +359,13 @@ class DiffusionHead(nn.Module):
         shift, scale = self.out_modulation(cond).chunk(2, dim=-1)
         return self.proj_out(modulate(self.norm_out(h), shift, scale))
 
-    def loss(self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Denoising loss on clean tokens `x0 [N, token_dim]` at random timesteps (noise from `generator`)."""
+    def loss(
+        self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None, weight: Tensor | None = None
+    ) -> Tensor:
+        """Denoising loss on clean tokens `x0 [N, token_dim]` at random timesteps (noise from `generator`); `weight`
+        `[N, 1]` (or None) weighs each token's error in a weighted mean."""
         t = self.process.sample_timesteps((x0.shape[0],), generator, device=x0.device)
-        return self.process.training_loss(lambda x_t, t_: self(x_t, t_, z), x0, t, generator)
+        return self.process.training_loss(lambda x_t, t_: self(x_t, t_, z), x0, t, generator, weight)
 
     @torch.no_grad()
     def sample(

@@ -56,6 +56,9 @@ class NextLatentConfig:
     diffusion: the head's process; by default MAR's epsilon objective on a scaled-linear schedule.
     frame_decoder_depth: blocks of the bidirectional in-frame decoder; 0 samples a frame's tokens at once.
     token_rounds: with a frame decoder, the rounds in which a frame's tokens are sampled (at most its token count).
+    first_frame_weight: the loss weight of the first step's tokens against a later step's. The first frame is drawn
+      from the prompt alone (an image task) while later ones mostly continue it, so at 1 what the prompt asks to be
+      drawn gets 1/N of the training signal.
     """
 
     transformer: ARConfig = field(default_factory=ARConfig)
@@ -68,6 +71,7 @@ class NextLatentConfig:
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(**EPSILON_DIFFUSION))
     frame_decoder_depth: int = 0
     token_rounds: int = 4
+    first_frame_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:
@@ -77,6 +81,8 @@ class NextLatentConfig:
             )
         if self.head_batch_mul < 1:
             raise ConfigError(f"head_batch_mul must be >= 1, got {self.head_batch_mul}")
+        if self.first_frame_weight <= 0:
+            raise ConfigError(f"first_frame_weight must be > 0, got {self.first_frame_weight}")
         if self.frame_decoder_depth < 0 or self.token_rounds < 1:
             raise ConfigError(
                 f"need frame_decoder_depth >= 0 and token_rounds >= 1, got {self.frame_decoder_depth} and "
@@ -238,17 +244,20 @@ class NextLatentAR(nn.Module):
         z, _ = self.conditions(self._sequence(inputs, levels, codes), text)
         x0 = self.patchify(latents[:, first:]).flatten(0, 1)
         z = z[:, first:].flatten(0, 1)
+        step = torch.arange(first, steps, device=x0.device).repeat(batch)  # the step of each row
+        weight = torch.where(step == 0, self.config.first_frame_weight, 1.0)[:, None].expand(-1, x0.shape[1])
         if self.frame_decoder is not None:
             # MAR: a random share (1 to all) of each frame's tokens is hidden; the head learns those from the rest.
             rows, tokens = x0.shape[:2]
             hidden = self._random_ranks(rows, generator) < torch.randint(
                 1, tokens + 1, (rows, 1), generator=generator, device=self._generator_device(generator)
             ).to(x0.device)
-            x0, z = x0[hidden], self.decode_frame(z, x0, ~hidden)[hidden]
+            x0, z, weight = x0[hidden], self.decode_frame(z, x0, ~hidden)[hidden], weight[hidden]
         else:
-            x0, z = x0.flatten(0, 1), z.flatten(0, 1)
+            x0, z, weight = x0.flatten(0, 1), z.flatten(0, 1), weight.flatten()
         mul = self.config.head_batch_mul
-        return self.head.loss(x0.repeat(mul, 1), z.repeat(mul, 1), generator)
+        weight = None if self.config.first_frame_weight == 1.0 else weight.repeat(mul)[:, None]
+        return self.head.loss(x0.repeat(mul, 1), z.repeat(mul, 1), generator, weight)
 
     # ---- the in-frame decoder (MAR's set-by-set sampling) ----------------------------------------------------
     def _generator_device(self, generator: torch.Generator | None) -> torch.device:

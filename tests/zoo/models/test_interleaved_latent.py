@@ -94,7 +94,7 @@ def test_set_by_set_training_scores_only_hidden_tokens_and_trains_the_decoder(se
     ar = set_by_set_model.latent_ar
     scored: list[int] = []
     loss = ar.head.loss
-    monkeypatch.setattr(ar.head, "loss", lambda x0, z, gen=None: scored.append(x0.shape[0]) or loss(x0, z, gen))
+    monkeypatch.setattr(ar.head, "loss", lambda x0, z, *rest: scored.append(x0.shape[0]) or loss(x0, z, *rest))
     video = torch.rand(4, set_by_set_model.clip_length, *set_by_set_model.frame_size)
     batch = {"video": video, "text": ["a 3 moving left"] * 4}
     try:
@@ -228,7 +228,7 @@ def test_self_forcing_trains_after_the_models_own_kv_cached_rollout(model, monke
     )
     targets: list[torch.Tensor] = []
     head_loss = ar.head.loss
-    monkeypatch.setattr(ar.head, "loss", lambda x0, z, gen=None: targets.append(x0) or head_loss(x0, z, gen))
+    monkeypatch.setattr(ar.head, "loss", lambda x0, z, *rest: targets.append(x0) or head_loss(x0, z, *rest))
 
     model.train()
     try:
@@ -285,6 +285,32 @@ def test_self_forcing_trains_after_the_models_own_kv_cached_rollout(model, monke
 def test_self_forcing_config_is_validated(overrides, message):
     with pytest.raises(ConfigError, match=message):
         create_model("interleaved_latent", overrides=TINY + overrides)
+
+
+@pytest.mark.parametrize("overrides", [[], SET_BY_SET], ids=["one_shot", "set_by_set"])
+def test_first_frame_weight_weighs_exactly_the_first_steps_tokens(overrides, monkeypatch):
+    torch.manual_seed(0)
+    model = create_model("interleaved_latent", overrides=[*TINY, *overrides, "latent_ar.first_frame_weight=4"])
+    ar = model.latent_ar
+    seen = []
+    loss = ar.head.loss
+    monkeypatch.setattr(ar.head, "loss", lambda x0, z, *rest: seen.append((x0, rest[1])) or loss(x0, z, *rest))
+    with torch.no_grad():
+        latents = torch.randn(3, 5, *ar.latent_shape)
+    ar.train()
+    weighted = ar.loss(latents, generator=torch.Generator().manual_seed(0))
+    (x0, weight), = seen
+    # The first step's tokens (the rows equal to frame 0's tokens) carry 4, every other token 1.
+    first = ar.patchify(latents[:, 0]).flatten(0, 1)
+    is_first = (x0[:, None] == first[None]).all(-1).any(-1)
+    assert is_first.any() and not is_first.all()
+    assert torch.equal(weight.flatten(), torch.where(is_first, 4.0, 1.0))
+    # After a history the first step is not scored, and nothing is weighted.
+    seen.clear()
+    ar.loss(latents, generator=torch.Generator().manual_seed(0), history=latents[:, :2])
+    assert torch.all(seen[0][1] == 1.0) and torch.isfinite(weighted)
+    with pytest.raises(ConfigError, match="first_frame_weight must be > 0"):
+        create_model("interleaved_latent", overrides=[*TINY, "latent_ar.first_frame_weight=0"])
 
 
 def _held_out_loss(model, batch) -> float:
