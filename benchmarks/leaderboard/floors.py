@@ -56,6 +56,13 @@ def at_protocol_counts(record: dict[str, Any], key: str) -> dict[str, Any] | Non
     return None
 
 
+def distinct_floor_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The floor's rows less the `matched` row at n = the protocol's real count: its real set is the protocol's own,
+    so it repeats the `protocol` row digit for digit (`zoo protocol floor` keeps it as a check)."""
+    num_real = record["protocol"]["num_real"]
+    return [row for row in record["rows"] if not (row["real_set"] == "matched" and row["n"] == num_real)]
+
+
 def summary(record: dict[str, Any], key: str) -> str:
     """One sentence: what real clips score on `key` at the protocol's counts and at the largest n measured."""
     spec = record["protocol"]
@@ -69,8 +76,9 @@ def summary(record: dict[str, Any], key: str) -> str:
                      f"{spec['num_real']} real) give {key} {cell_text(own)}, the value real data itself gets at "
                      "these counts (the floor of that column)")
     largest = max(record["counts"])
-    for real_set, label in (("protocol", f"the protocol's {spec['num_real']} real"),
-                            ("matched", f"{largest} other held-out real")):
+    for real_set, label in (("protocol", f"{spec['num_real']} real"), ("matched", f"{largest} real")):
+        if real_set == "matched" and largest == spec["num_real"]:
+            continue  # the protocol's own real set: said already
         row = next((r for r in record["rows"] if r["real_set"] == real_set and r["n"] == largest), None)
         if row is not None and key in row["metrics"] and row["metrics"][key].get("mean") is not None:
             parts.append(f"{largest} vs {label}: {cell_text(row['metrics'][key])}")

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.leaderboard.floors import cell_text, floor_for, load_floors, summary
+from benchmarks.leaderboard.floors import cell_text, distinct_floor_rows, floor_for, load_floors, summary
 from benchmarks.leaderboard.results import (
     RANKING_RULE,
     SELF_REPORTED,
@@ -134,9 +134,10 @@ def _markdown_floor(board: Board, floors: dict[str, dict[str, Any]]) -> list[str
     lines = [f"**Real-data floor** ({command}, `floors/{board.protocol_name}.json`): {summary(record, board.primary_metric)}"
              " Held-out clips of the real split (never reference clips) are scored as the generated videos, against "
              "the protocol's real set (`real` = its size and `protocol`; `*` where it is smaller than n and so the "
-             "limit) and against n other held-out real clips (`matched`).", "",
+             "limit) and against the split's first n clips (`matched`; at n = the protocol's real count that is the "
+             "protocol row, not repeated).", "",
              "| n | real | " + " | ".join(keys) + " |", "|" + " ---: |" * (len(keys) + 2)]
-    for row in record["rows"]:
+    for row in distinct_floor_rows(record):
         real = f"{row['num_real']}{'*' if row['limited_by'] == 'real' else ''} {row['real_set']}"
         lines.append(f"| {row['n']} | {real} | " + " | ".join(cell_text(row["metrics"][k]) for k in keys) + " |")
     return [*lines, ""]

@@ -248,8 +248,8 @@ def _floor_record(result_hash: str) -> dict:
         return {"values": values, "mean": mean, "std": 1.0}
 
     rows = []
-    for real_set, values in (("protocol", {16: [40.0, 42.0], 64: [20.0, 22.0]}),
-                             ("matched", {16: [60.0, 62.0], 64: [12.0, 14.0]})):
+    for real_set, values in (("protocol", {16: [40.0, 42.0], 32: [30.0, 32.0], 64: [20.0, 22.0]}),
+                             ("matched", {16: [60.0, 62.0], 32: [30.0, 32.0], 64: [12.0, 14.0]})):
         for n, fvd in values.items():
             num_real = 32 if real_set == "protocol" else n
             rows.append({"n": n, "real_set": real_set, "num_real": num_real,
@@ -258,7 +258,7 @@ def _floor_record(result_hash: str) -> dict:
     return {"format": "zoo-floor/1", "protocol": {"name": "toy", "version": 1, "spec_hash": "s", "num_real": 32,
                                                   "result_hash": result_hash, "num_generated": 16,
                                                   "long_rollout_videos": 16},
-            "counts": [16, 64], "seeds": [0, 1], "real_sets": ["protocol", "matched"],
+            "counts": [16, 32, 64], "seeds": [0, 1], "real_sets": ["protocol", "matched"],
             "metrics": ["fvd_domain@1x", "fvd_domain@2x"], "rows": rows}
 
 
@@ -275,7 +275,9 @@ def test_the_real_data_floor_is_tabled_and_plotted_under_its_own_result_hash_onl
     assert "at this protocol's counts (16 generated vs 32 real) give fvd_domain@1x 41 ± 1, the value real data itself gets" in markdown
     assert "| 64 | 32* protocol | 21 ± 1 | 42 ± 1 |" in markdown  # 64 held-out clips vs 32 real: the real set limits
     assert "| 64 | 64 matched | 13 ± 1 | 26 ± 1 |" in markdown  # the same n, told apart from the protocol row
-    assert "64 vs the protocol's 32 real: 21 ± 1; 64 vs 64 other held-out real: 13 ± 1" in markdown
+    # At n = 32 the matched real set is the protocol's own: one row, not the same numbers twice.
+    assert "| 32 | 32 protocol | 31 ± 1 |" in markdown and "| 32 | 32 matched |" not in markdown
+    assert "64 vs 32 real: 21 ± 1; 64 vs 64 real: 13 ± 1" in markdown
     [chart] = page.split('class="chart floor"')[1:]  # the 1x metric only, two series (protocol / n real clips)
     chart = chart.split("</svg>")[0]
     assert "fvd_domain@1x vs n" in chart and chart.count("<polyline") == 2
