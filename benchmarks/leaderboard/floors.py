@@ -76,10 +76,9 @@ def summary(record: dict[str, Any], key: str) -> str:
                      f"{spec['num_real']} real) give {key} {cell_text(own)}, the value real data itself gets at "
                      "these counts (the floor of that column)")
     largest = max(record["counts"])
+    rows = distinct_floor_rows(record)
     for real_set, label in (("protocol", f"{spec['num_real']} real"), ("matched", f"{largest} real")):
-        if real_set == "matched" and largest == spec["num_real"]:
-            continue  # the protocol's own real set: said already
-        row = next((r for r in record["rows"] if r["real_set"] == real_set and r["n"] == largest), None)
+        row = next((r for r in rows if r["real_set"] == real_set and r["n"] == largest), None)
         if row is not None and key in row["metrics"] and row["metrics"][key].get("mean") is not None:
             parts.append(f"{largest} vs {label}: {cell_text(row['metrics'][key])}")
     text = "; ".join(parts) + f" (mean ± sd over {seeds} disjoint held-out set{'s' if seeds > 1 else ''})."

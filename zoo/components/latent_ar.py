@@ -153,8 +153,7 @@ class NextLatentAR(nn.Module):
         """Noise levels `[B, N]` of AR inputs: uniform in [0, context_noise_train] in training, else the fixed level."""
         device = self.start_block.device
         if self.training:
-            gen_device = generator.device if generator is not None else device
-            u = torch.rand(shape, generator=generator, device=gen_device).to(device)
+            u = torch.rand(shape, generator=generator, device=self._generator_device(generator)).to(device)
             return u * self.config.context_noise_train
         return torch.full(shape, self.config.context_noise_inference, device=device)
 
@@ -261,6 +260,7 @@ class NextLatentAR(nn.Module):
 
     # ---- the in-frame decoder (MAR's set-by-set sampling) ----------------------------------------------------
     def _generator_device(self, generator: torch.Generator | None) -> torch.device:
+        """Where random draws are made: the generator's device (its stream is fixed there), else the module's."""
         return generator.device if generator is not None else self.start_block.device
 
     def _random_ranks(self, rows: int, generator: torch.Generator | None) -> Tensor:
