@@ -15,18 +15,24 @@ at each rollout and what `--videos` videos per rollout (default: the protocol's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+from omegaconf import OmegaConf
 
+from zoo.config import parse_overrides
 from zoo.interface import Conditioning, VideoGenerator
 from zoo.registry import create_model, list_models, model_config
+from zoo.training import CPUBF16Mixed
 
 CAPTION = "a 3 moving left"
 
@@ -34,7 +40,7 @@ CAPTION = "a 3 moving left"
 @dataclass
 class Measurement:
     """One timed run: `rate` is training steps/s (`kind` "train") or generated frames/s (`kind` "generate").
-    `precision` ("32" or "bf16", training only) is the autocast dtype of the loss.
+    `precision` (training only) is a key of PRECISIONS.
 
     kv_cache is None for a model without a cache; sampling_steps is None for one without a diffusion part, else the
     step count of every sampler (or of each, "/"-joined, at the config's defaults).
@@ -67,24 +73,40 @@ def diffusion_step_keys(config: Any, prefix: str = "") -> dict[str, int]:
     return keys
 
 
+def recipe_row(recipe_name: str, name: str) -> tuple[str | None, dict[str, Any]]:
+    """The config path and model overrides under which recipe `recipe_name` trains model `name` (its protocol's
+    frame shape and the recipe's overrides), so a timing is that of the training the recipe runs."""
+    from benchmarks.harness import load_protocol, load_recipe
+    from benchmarks.harness.runner import model_overrides
+
+    recipe = load_recipe(recipe_name)
+    protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
+    return recipe.row_settings(name).config_path, model_overrides(recipe, protocol, name)
+
+
 def _conditioning(model: VideoGenerator, batch: int) -> Conditioning:
     return Conditioning(text=[CAPTION] * batch) if "text" in model.supported_conditions else Conditioning()
 
 
-# Training precisions compared side by side: the trainer's `precision` setting of each (Lightning runs bf16-mixed
-# on CPU as torch.autocast with bfloat16, which is what is timed here).
-PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
+# Training precisions compared side by side, each as the forward context the trainer runs it in: "32" (32-true),
+# "bf16" (`precision: bf16-mixed` on CPU, zoo.training.CPUBF16Mixed: attention in float32) and "bf16-sdpa"
+# (Lightning's plain bf16-mixed autocast, attention in bfloat16 too: what bf16-mixed trained with before).
+PRECISIONS: dict[str, Callable[[], AbstractContextManager]] = {
+    "32": contextlib.nullcontext,
+    "bf16": lambda: CPUBF16Mixed().forward_context(),
+    "bf16-sdpa": lambda: MixedPrecision("bf16-mixed", "cpu").forward_context(),
+}
 
 
 def time_training(model: VideoGenerator, batch: int, steps: int, precision: str = "32") -> float:
     """Seconds per optimisation step (loss, backward, AdamW) on random clips, after one untimed warm-up step,
-    in `precision` ("32", or "bf16": autocast to bfloat16 as Lightning's bf16-mixed does)."""
+    in `precision` (a key of PRECISIONS)."""
     model.train()
     optimizer = model.configure_optimizers()["optimizer"]
     clips = _training_clips(model, batch)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with PRECISIONS[precision]():
             out = model.compute_loss(clips)
         loss = out["loss"] if isinstance(out, dict) else out
         loss.backward()
@@ -105,16 +127,16 @@ def _training_clips(model: VideoGenerator, batch: int) -> dict[str, Any]:
 
 
 def bf16_loss_error(model: VideoGenerator, batch: int, repeats: int = 4) -> float:
-    """|loss_bf16 - loss_fp32| / loss_fp32 on the same clips and noise (mean over `repeats` seeds): how far bf16
-    autocast moves what is optimised."""
+    """|loss_bf16 - loss_fp32| / loss_fp32 on the same clips and noise (mean over `repeats` seeds): how far the
+    trainer's CPU bf16-mixed moves what is optimised."""
     model.train()
     clips = _training_clips(model, batch)
     errors = []
     for seed in range(repeats):
         losses = []
-        for enabled in (False, True):
+        for precision in ("32", "bf16"):
             torch.manual_seed(seed)
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            with torch.no_grad(), PRECISIONS[precision]():
                 out = model.compute_loss(clips)
             losses.append(float(out["loss"] if isinstance(out, dict) else out))
         errors.append(abs(losses[1] - losses[0]) / max(abs(losses[0]), 1e-12))
@@ -136,17 +158,20 @@ def measure_model(
     train_steps: int,
     config: str | None = None,
     precisions: Sequence[str] = ("32",),
+    base_overrides: Mapping[str, Any] | None = None,
 ) -> Iterator[Measurement]:
-    """Measurements of model `name`: training per precision, generation per length (cache on/off), and per sampler
-    step count."""
-    defaults = model_config(name, config_path=config)  # a preset name or a YAML path
+    """Measurements of model `name` (its config with `base_overrides` on top): training per precision, generation
+    per length (cache on/off), and per sampler step count."""
+    base_overrides = base_overrides or {}
+    defaults = model_config(name, config_path=config, overrides=base_overrides)
     step_keys = diffusion_step_keys(defaults)
     has_cache = hasattr(defaults, "use_kv_cache")
     default_steps = "/".join(str(value) for value in step_keys.values()) or None
 
     def build(overrides: Sequence[str] = ()) -> VideoGenerator:
         torch.manual_seed(0)
-        return create_model(name, config_path=config, overrides=list(overrides) or None)
+        return create_model(name, config_path=config,
+                            overrides=OmegaConf.merge(OmegaConf.create(dict(base_overrides)), parse_overrides(overrides)))
 
     model = build()
     for precision in precisions:
@@ -240,12 +265,14 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
     parser.add_argument("--models", default=",".join(list_models()), help="comma-separated registered model names")
     parser.add_argument("--config", default=None,
                         help="a preset name (zoo/configs/model/presets/) or YAML path, one model")
+    parser.add_argument("--recipe", default=None,
+                        help="time each model as this recipe trains it (its protocol's frames, its model overrides)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", default="16,64", help="comma-separated generated video lengths")
     parser.add_argument("--steps", default="10,25,50", help="comma-separated sampler step counts (diffusion parts)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--precisions", default="32,bf16",
+    parser.add_argument("--precisions", default="32,bf16-sdpa,bf16",
                         help=f"comma-separated training precisions, side by side: {', '.join(PRECISIONS)}")
     parser.add_argument("--protocol", default=None,
                         help="time generation as `zoo bench` does under this protocol (seconds per video) instead")
@@ -258,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     if args.config is not None and len(names) != 1:
         parser.error("--config applies to one model: pass --models NAME with it")
+    if args.config is not None and args.recipe is not None:
+        parser.error("--config and --recipe both choose the config: pass one")
     precisions = [value.strip() for value in args.precisions.split(",") if value.strip()]
     if unknown := sorted(set(precisions) - set(PRECISIONS)):
         parser.error(f"unknown precision '{unknown[0]}'; use {', '.join(PRECISIONS)}")
@@ -265,21 +294,23 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
         return _protocol_main(args, names)
     frames = [int(value) for value in args.frames.split(",") if value.strip()]
     steps = [int(value) for value in args.steps.split(",") if value.strip()]
+    configs = f"recipe {args.recipe}'s" if args.recipe else args.config or "tiny"
     print(f"# batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
-          f"{args.config or 'tiny'} configs, random weights (timing only)")
-    print(f"{'model':<26} {'measure':<11} {'frames':>6} {'kv_cache':>8} {'steps':>8} {'rate':>9} {'unit':<9} "
+          f"{configs} configs, random weights (timing only)")
+    print(f"{'model':<26} {'measure':<15} {'frames':>6} {'kv_cache':>8} {'steps':>8} {'rate':>9} {'unit':<9} "
           f"{'s':>8}")
     results = []
     for name in names:
-        for result in measure_model(name, args.batch, frames, steps, args.train_steps, args.config, precisions):
+        config, overrides = recipe_row(args.recipe, name) if args.recipe else (args.config, {})
+        for result in measure_model(name, args.batch, frames, steps, args.train_steps, config, precisions, overrides):
             results.append(result)
             unit = "steps/s" if result.kind == "train" else "frames/s"
             measure = f"train/{result.precision}" if result.kind == "train" else result.kind
-            print(f"{name:<26} {measure:<11} {result.frames:>6} {_cell(result.kv_cache):>8} "
+            print(f"{name:<26} {measure:<15} {result.frames:>6} {_cell(result.kv_cache):>8} "
                   f"{_cell(result.sampling_steps):>8} {result.rate:>9.2f} {unit:<9} {result.seconds:>8.2f}", flush=True)
         if "bf16" in precisions:
             torch.manual_seed(0)
-            error = bf16_loss_error(create_model(name, config_path=args.config), args.batch)
+            error = bf16_loss_error(create_model(name, config_path=config, overrides=overrides), args.batch)
             print(f"{name:<26} bf16 loss vs fp32 on the same clips and noise: {error:.2e} relative", flush=True)
     return results
 

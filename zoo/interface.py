@@ -11,6 +11,7 @@ import abc
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ from torch import Tensor
 from zoo.config import ConfigError
 
 CONDITION_KINDS = ("text", "context", "script", "end_context")
-# "constant" after warm-up, or "cosine": decay to 0 at the trainer's max_steps.
+# "constant" after warm-up, or "cosine": decay to 0 at the end of the run (max_steps or a compute budget).
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -80,8 +81,10 @@ def autoencoder_kinds(config_cls: type) -> dict[str, str]:
 class ModelConfig:
     """Fields every model config has; a model's own dataclass extends it (unknown keys are errors).
 
-    lr_warmup_steps / lr_schedule: linear warm-up, then "constant" or "cosine" to 0 at the trainer's max_steps (so
-    a cosine run resumed with a larger max_steps is not the prefix of one trained that long from the start).
+    lr_warmup_steps / lr_schedule: linear warm-up, then "constant" or "cosine" to 0 at the end of the run: the
+    trainer's max_steps, or the share of a compute budget spent (`trainer.max_cpu_minutes`), whichever is further
+    along. So a cosine run resumed with a larger max_steps is not the prefix of one trained that long from the start,
+    and a budgeted run's decay follows the CPU time it used (its steps are not known in advance).
     ema_decay: exponential moving average of the weights that sampling uses (0 = none); its decay warms up as
     min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs average only their last steps.
     """
@@ -106,15 +109,21 @@ class ModelConfig:
             raise ConfigError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
 
 
-def lr_factor(step: int, warmup: int, schedule: str, total: int | None) -> float:
+def lr_factor(step: int, warmup: int, schedule: str, total: int | None,
+              budget_used: Callable[[], float] | None = None) -> float:
     """Multiplier of the base learning rate at optimiser step `step`: linear warm-up over `warmup` steps, then 1
-    ("constant") or a cosine to 0 at `total` ("cosine"; constant when the run length is unknown)."""
+    ("constant") or a cosine to 0 ("cosine") over the run's progress: the further along of step `step` of `total`
+    after warm-up, and `budget_used()`, the share of a compute budget spent (constant when neither is known)."""
     if step < warmup:
         return (step + 1) / warmup
-    if schedule == "constant" or total is None or total <= warmup:
+    progress = []
+    if total is not None and total > warmup:
+        progress.append((step - warmup) / (total - warmup))
+    if budget_used is not None:
+        progress.append(budget_used())
+    if schedule == "constant" or not progress:
         return 1.0
-    progress = min(1.0, (step - warmup) / (total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(progress))))
 
 
 class VideoGenerator(L.LightningModule, abc.ABC):
@@ -199,9 +208,13 @@ class VideoGenerator(L.LightningModule, abc.ABC):
             trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay, foreach=True)
         attached = self._trainer is not None
         total = self.trainer.max_steps if attached and self.trainer.max_steps > 0 else None
+        # A budget callback (zoo.training.CPUTimeBudget) tells the share of its budget spent.
+        budgets = [callback.budget_used for callback in self.trainer.callbacks if hasattr(callback, "budget_used")
+                   ] if attached else []
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, functools.partial(lr_factor, warmup=self.config.lr_warmup_steps,
-                                         schedule=self.config.lr_schedule, total=total))
+                                         schedule=self.config.lr_schedule, total=total,
+                                         budget_used=budgets[0] if budgets else None))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- generation ----------------------------------------------------------------------------------

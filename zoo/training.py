@@ -11,7 +11,8 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from hvz_registry import unknown_name
 from zoo.config import ConfigError, build_config, config_dir, load_yaml, parse_overrides
@@ -37,7 +41,8 @@ class TrainerConfig:
     "fsdp", ... (Lightning's names). max_minutes: a wall-clock budget that also ends training (whichever of it and
     max_steps comes first). max_cpu_minutes: a budget of this process's CPU time (all its threads; data loading
     with num_workers=0 included), so a run's budget does not shrink when other jobs share the machine; equal CPU
-    budgets across models compare strategies at equal cost, not equal steps.
+    budgets across models compare strategies at equal cost, not equal steps. precision: Lightning's names;
+    "bf16-mixed" on a CPU keeps attention in float32 (`CPUBF16Mixed`).
     """
 
     max_steps: int = 200
@@ -108,21 +113,74 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _as_float32(value: Any) -> Any:
+    return value.float() if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16 else value
+
+
+def _bfloat16_on_cpu(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` enters attention as bfloat16 on CPU: it is, or CPU autocast would cast it to bfloat16."""
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return tensor.device.type == "cpu" and (tensor.dtype == torch.bfloat16 or autocast)
+
+
+class Float32Attention(TorchFunctionMode):
+    """Runs `scaled_dot_product_attention` in float32 where it would run in bfloat16 on CPU (bfloat16 inputs, or
+    float32 ones under bfloat16 autocast), its output cast to bfloat16 as that would have returned.
+
+    On CPU, PyTorch's bfloat16 flash attention is slower than float32's (forward + backward of one tiny-config
+    attention: 30 ms against 5), while bfloat16 matmuls and convolutions run ~2.5x faster than float32 on AVX512-BF16
+    (`python -m benchmarks.bench_models --precisions 32,bf16-sdpa,bf16`). The backward follows the forward's dtype.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention or not _bfloat16_on_cpu(args[0] if args else kwargs["query"]):
+            return func(*args, **kwargs)
+        with torch.autocast("cpu", enabled=False):
+            out = func(*map(_as_float32, args), **{key: _as_float32(value) for key, value in kwargs.items()})
+        return out.to(torch.bfloat16)
+
+
+class CPUBF16Mixed(MixedPrecision):
+    """Lightning's bf16-mixed on CPU with attention in float32 (`Float32Attention`): what `precision: bf16-mixed`
+    trains with on a CPU."""
+
+    def __init__(self) -> None:
+        super().__init__("bf16-mixed", "cpu")
+
+    @contextmanager
+    def forward_context(self) -> Iterator[None]:
+        with super().forward_context(), Float32Attention():
+            yield
+
+
+def precision_plugin(precision: str, accelerator: str) -> dict[str, Any]:
+    """The `lightning.Trainer` arguments for `precision` on `accelerator`: CPU bf16-mixed as `CPUBF16Mixed`."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision == "bf16-mixed" and on_cpu:
+        return {"plugins": [CPUBF16Mixed()]}
+    return {"precision": precision}
+
+
 class CPUTimeBudget(L.Callback):
-    """Stops training once this process has used `minutes` of CPU time in fit (checked after every step).
+    """Stops training once this process has used `minutes` of CPU time in fit (checked after every step);
+    `budget_used()` is the share spent so far, which a cosine learning-rate schedule decays over.
 
     Resuming starts a new count: the budget is per `fit`, like Lightning's `max_time`.
     """
 
     def __init__(self, minutes: float) -> None:
         self.seconds = minutes * 60
-        self.started = 0.0
+        self.started: float | None = None
+
+    def budget_used(self) -> float:
+        return 0.0 if self.started is None else (time.process_time() - self.started) / self.seconds
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.process_time()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if time.process_time() - self.started >= self.seconds:
+        if self.budget_used() >= 1.0:
             trainer.should_stop = True
 
 
@@ -389,7 +447,7 @@ def train_model(
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=cfg.precision,
+        **precision_plugin(cfg.precision, cfg.accelerator),
         gradient_clip_val=cfg.gradient_clip_val,
         log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=cfg.enable_progress_bar,

@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from benchmarks.bench_models import diffusion_step_keys, main
+from benchmarks.bench_models import diffusion_step_keys, main, recipe_row
 from zoo.registry import model_config
 
 # A minute-sized interleaved_latent: it has a KV cache and a diffusion head, so every kind of row appears.
@@ -40,8 +40,9 @@ def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
         "--steps", "1,2", "--train-steps", "1",
     ])
     rows = [(r.kind, r.frames, r.kv_cache, r.sampling_steps) for r in results]
-    assert [r.precision for r in results if r.kind == "train"] == ["32", "bf16"]
+    assert [r.precision for r in results if r.kind == "train"] == ["32", "bf16-sdpa", "bf16"]
     assert rows == [
+        ("train", 3, None, None),
         ("train", 3, None, None),
         ("train", 3, None, None),
         ("generate", 4, True, "3"),
@@ -54,9 +55,9 @@ def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
         if result.kind == "generate":
             assert math.isclose(result.rate, 2 * 4 / result.seconds)
     output = capsys.readouterr().out
-    printed = re.findall(r"^interleaved_latent\s+(train/32|train/bf16|generate)\s+(\d+)\s+(\S+)\s+(\S+)\s+([\d.]+)\s", output, re.M)
+    printed = re.findall(r"^interleaved_latent\s+(train/\S+|generate)\s+(\d+)\s+(\S+)\s+(\S+)\s+([\d.]+)\s", output, re.M)
     assert [(kind, int(frames), cache, steps) for kind, frames, cache, steps, _ in printed] == [
-        ("train/32", 3, "-", "-"), ("train/bf16", 3, "-", "-"), ("generate", 4, "on", "3"), ("generate", 4, "off", "3"),
+        ("train/32", 3, "-", "-"), ("train/bf16-sdpa", 3, "-", "-"), ("train/bf16", 3, "-", "-"), ("generate", 4, "on", "3"), ("generate", 4, "off", "3"),
         ("generate", 4, "on", "1"), ("generate", 4, "on", "2"),
     ]
     assert all(float(rate) > 0 for *_, rate in printed)
@@ -64,6 +65,19 @@ def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
     # bf16 autocast moves the loss by rounding only (bfloat16 keeps ~3 significant digits).
     error = float(re.search(r"bf16 loss vs fp32 on the same clips and noise: (\S+) relative", output).group(1))
     assert 0 < error < 0.05
+
+
+def test_recipe_times_each_model_as_the_recipe_trains_it(capsys):
+    import pytest
+
+    config, overrides = recipe_row("zoo_moving_digits", "video_diffusion")
+    assert config is None and overrides["conv_width"] == 64 and overrides["image_size"] == 32
+    assert overrides["diffusion"]["prediction_type"] == "v_prediction"
+    built = model_config("video_diffusion", overrides=overrides)
+    assert built.conv_width == 64 and built.diffusion.guidance_scale == 4.0
+    with pytest.raises(SystemExit):
+        main(["--models", "video_diffusion", "--recipe", "zoo_moving_digits", "--config", "video_ar_large"])
+    assert "--config and --recipe both choose the config" in capsys.readouterr().err
 
 
 def test_rejects_an_unknown_precision(capsys):

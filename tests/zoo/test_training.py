@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +20,13 @@ from zoo.interface import lr_factor
 from zoo.plugins import import_plugins
 from zoo.registry import create_model
 from zoo.training import (
+    CPUBF16Mixed,
     StepProgressBar,
     TrainerConfig,
     eval_modules_outside_frozen_parts,
     latest_checkpoint,
     per_process_batch_size,
+    precision_plugin,
     train_model,
 )
 
@@ -259,6 +262,15 @@ def test_learning_rate_warms_up_then_decays_by_cosine_to_zero_at_max_steps() -> 
     assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
     assert [lr_factor(step, 2, "constant", 12) for step in (0, 1, 5, 11)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_factor(50, 0, "cosine", None) == 1.0  # run length unknown (no trainer): constant
+
+
+def test_cosine_follows_the_share_of_a_compute_budget_spent_when_it_is_further_along_than_the_steps() -> None:
+    assert lr_factor(3, 2, "cosine", None, budget_used=lambda: 0.5) == pytest.approx(0.5)
+    assert lr_factor(3, 2, "cosine", 1_000_000, budget_used=lambda: 0.5) == pytest.approx(0.5)
+    assert lr_factor(10, 0, "cosine", 20, budget_used=lambda: 0.1) == pytest.approx(0.5)  # the steps lead
+    assert lr_factor(3, 2, "cosine", None, budget_used=lambda: 1.3) == 0.0  # past the budget: stays at 0
+    assert lr_factor(1, 2, "cosine", None, budget_used=lambda: 0.9) == 1.0  # still warming up
+    assert lr_factor(3, 2, "constant", None, budget_used=lambda: 0.9) == 1.0
     with pytest.raises(ConfigError, match=r"lr_schedule must be one of \['constant', 'cosine'\], got 'linear'"):
         create_model("tiny_denoiser", overrides=["lr_schedule=linear"])
     with pytest.raises(ConfigError, match=r"ema_decay must be in \[0, 1\)"):
@@ -321,9 +333,46 @@ def test_bf16_mixed_training_clips_gradients_and_learns(tmp_path: Path) -> None:
     initial = {name: value.clone() for name, value in model.state_dict().items()}
     config = TrainerConfig(max_steps=3, batch_size=4, precision="bf16-mixed", gradient_clip_val=1.0,
                            enable_progress_bar=False)
-    result = train_model(model, "moving_digits", tmp_path, config, data_overrides=TINY_DATA)
+    plugins = []
+
+    class PrecisionPlugin(L.Callback):
+        def on_train_start(self, trainer, *args) -> None:
+            plugins.append(trainer.precision_plugin)
+
+    result = train_model(model, "moving_digits", tmp_path, config, data_overrides=TINY_DATA,
+                         callbacks=[PrecisionPlugin()])
     assert result.steps == 3
     assert any(not torch.equal(model.state_dict()[name], value) for name, value in initial.items())
+    assert isinstance(plugins[0], CPUBF16Mixed)  # on CPU: attention in float32
+
+
+def test_cpu_bf16_mixed_runs_attention_in_float32_and_the_rest_in_bfloat16() -> None:
+    from torch.nn import functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 5, 8, generator=generator).bfloat16() for _ in range(3))
+    mask = torch.rand(5, 5, generator=generator) > 0.3
+    mask[:, 0] = True  # every query sees a key
+    in_float32 = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask)
+    layer = torch.nn.Linear(8, 8)
+    with CPUBF16Mixed().forward_context():
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        assert layer(query.float()).dtype == torch.bfloat16  # autocast is on
+        # Float32 inputs (e.g. after a float32 rotary embedding) would be cast to bfloat16 by autocast: caught too.
+        from_float32 = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, in_float32.bfloat16())
+    assert torch.equal(from_float32, in_float32.bfloat16())
+    # Autocast alone computes attention in bfloat16: the plugin's float32 attention is what the result equals.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    assert (plain.float() - in_float32).abs().max() > (out.float() - in_float32).abs().max()
+    # Outside bfloat16 autocast, float32 attention is left alone.
+    assert torch.equal(F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask),
+                       in_float32)
+    plugins = precision_plugin("bf16-mixed", "cpu")["plugins"]
+    assert len(plugins) == 1 and isinstance(plugins[0], CPUBF16Mixed)
+    assert precision_plugin("bf16-mixed", "gpu") == {"precision": "bf16-mixed"}
+    assert precision_plugin("32-true", "cpu") == {"precision": "32-true"}
 
 
 def test_cpu_time_budget_stops_training_once_the_process_has_used_it(tmp_path: Path) -> None:
@@ -348,3 +397,33 @@ def test_cpu_time_budget_stops_training_once_the_process_has_used_it(tmp_path: P
     assert 1 < result.steps < 10_000 and result.steps == len(recorder.times)
     # It stops at the first step that reaches the budget, not before and not later.
     assert recorder.times[-2] < budget_seconds <= recorder.times[-1] + 0.05
+
+
+def test_cosine_decays_to_zero_over_a_cpu_budget_whose_steps_are_not_known_in_advance(tmp_path: Path) -> None:
+    import time
+
+    class LearningRates(L.Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[float, float]] = []  # (share of the budget spent, rate the next step uses)
+
+        def on_train_start(self, *args) -> None:
+            self.start = time.process_time()
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            spent = (time.process_time() - self.start) / budget_seconds
+            self.seen.append((spent, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    budget_seconds = 2.0
+    recorder = LearningRates()
+    model = create_model("tiny_denoiser", overrides=["lr_schedule=cosine", "lr_warmup_steps=2"])
+    config = TrainerConfig(max_steps=10_000_000, max_cpu_minutes=budget_seconds / 60, batch_size=4,
+                           checkpoint_every_n_steps=10_000_000, enable_progress_bar=False)
+    result = train_model(model, "moving_digits", tmp_path, config, data_overrides=TINY_DATA, callbacks=[recorder])
+    assert result.steps > 10
+    base = model.config.learning_rate
+    rates = [rate / base for _, rate in recorder.seen[1:]]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))  # after warm-up it only falls
+    assert rates[-1] < 0.01  # ~0 at the budget's end, though max_steps is nowhere near
+    # Midway the rate is the cosine of the share of the budget spent (measured a moment apart, hence the slack).
+    spent, rate = recorder.seen[len(recorder.seen) // 2]
+    assert rate / base == pytest.approx(0.5 * (1 + math.cos(math.pi * spent)), abs=0.05)
