@@ -116,14 +116,14 @@ def lr_factor(step: int, warmup: int, schedule: str, total: int | None,
     after warm-up, and `budget_used()`, the share of a compute budget spent (constant when neither is known)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = []
     if total is not None and total > warmup:
         progress.append((step - warmup) / (total - warmup))
     if budget_used is not None:
         progress.append(budget_used())
-    if schedule == "constant" or not progress:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(progress))))
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(progress)))) if progress else 1.0
 
 
 class VideoGenerator(L.LightningModule, abc.ABC):
