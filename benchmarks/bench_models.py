@@ -7,6 +7,10 @@ generation frames/s at `--batch` for each `--frames` length, with the KV cache o
 model writes every token either way), so the numbers are for timing only, never a score. Text-conditioned models
 are conditioned on a caption, so guidance costs what it costs in the benchmark protocols.
 
+`--lanes N` instead compares, per model and precision, the two ways to spend N cores on training: one process with N
+threads against N processes with one thread each, started together (their summed steps/s): which is how to run a
+recipe's trainings side by side.
+
 `--protocol moving_digits` instead times generation as `zoo bench` does it under that protocol (its batch size,
 frame shape, rollout lengths and conditioning, through `generate_samples`) and prints seconds per generated video
 at each rollout and what `--videos` videos per rollout (default: the protocol's counts) would cost per model.
@@ -190,6 +194,38 @@ def measure_model(
         yield Measurement(name, "generate", batch, frames[0], True if has_cache else None, str(count), seconds)
 
 
+def _lane(name: str, config: str | None, overrides: dict[str, Any], batch: int, steps: int, precision: str,
+          threads: int, barrier: Any, rates: Any) -> None:
+    """One training process of `time_lanes`: build, wait for the others, time, report steps/s."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(name, config_path=config, overrides=overrides)
+    time_training(model, batch, 1, precision)  # warm up before the common start
+    barrier.wait()
+    rates.put(1.0 / time_training(model, batch, steps, precision))
+
+
+def time_lanes(name: str, config: str | None, overrides: Mapping[str, Any], batch: int, steps: int, precision: str,
+               lanes: int) -> tuple[float, float]:
+    """Training steps/s of one process with `lanes` threads, and the summed steps/s of `lanes` one-thread processes
+    timed together (spawned: each has its own torch thread pool)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rates: list[float] = []
+    for processes, threads in ((1, lanes), (lanes, 1)):
+        barrier, queue = context.Barrier(processes), context.Queue()
+        workers = [context.Process(target=_lane, args=(name, config, dict(overrides), batch, steps, precision,
+                                                        threads, barrier, queue)) for _ in range(processes)]
+        for worker in workers:
+            worker.start()
+        rate = sum(queue.get() for _ in workers)
+        for worker in workers:
+            worker.join()
+        rates.append(rate)
+    return rates[0], rates[1]
+
+
 @dataclass
 class ProtocolCost:
     """Generation seconds per video of one model at each of a protocol's rollouts (`{rollout: seconds}`)."""
@@ -252,6 +288,24 @@ def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolC
     return results
 
 
+def _lanes_main(args: argparse.Namespace, names: list[str], precisions: list[str]) -> list[tuple[str, str, float, float]]:
+    lanes = args.lanes
+    print(f"# batch {args.batch}, torch {torch.__version__}, CPU, {args.train_steps} timed steps, "
+          f"{f'recipe {args.recipe}' if args.recipe else args.config or 'tiny'} configs; training steps/s on {lanes} "
+          "cores: one process with all threads vs one-thread processes side by side (summed)")
+    print(f"{'model':<26} {'precision':<10} {f'1 x {lanes} threads':>16} {f'{lanes} x 1 thread':>16} {'gain':>6}")
+    results = []
+    for name in names:
+        config, overrides = recipe_row(args.recipe, name) if args.recipe else (args.config, {})
+        for precision in precisions:
+            threaded, side_by_side = time_lanes(name, config, overrides, args.batch, args.train_steps, precision,
+                                                lanes)
+            results.append((name, precision, threaded, side_by_side))
+            print(f"{name:<26} {precision:<10} {threaded:>16.2f} {side_by_side:>16.2f} "
+                  f"{side_by_side / threaded:>5.2f}x", flush=True)
+    return results
+
+
 def _cell(value: bool | str | None) -> str:
     if value is None:
         return "-"
@@ -274,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--precisions", default="32,bf16-sdpa,bf16",
                         help=f"comma-separated training precisions, side by side: {', '.join(PRECISIONS)}")
+    parser.add_argument("--lanes", type=int, default=0,
+                        help="compare one training process with N threads against N one-thread processes instead")
     parser.add_argument("--protocol", default=None,
                         help="time generation as `zoo bench` does under this protocol (seconds per video) instead")
     parser.add_argument("--videos", default=None,
@@ -292,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
         parser.error(f"unknown precision '{unknown[0]}'; use {', '.join(PRECISIONS)}")
     if args.protocol is not None:
         return _protocol_main(args, names)
+    if args.lanes:
+        return _lanes_main(args, names, precisions)
     frames = [int(value) for value in args.frames.split(",") if value.strip()]
     steps = [int(value) for value in args.steps.split(",") if value.strip()]
     configs = f"recipe {args.recipe}'s" if args.recipe else args.config or "tiny"

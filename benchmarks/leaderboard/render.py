@@ -154,7 +154,8 @@ def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path
         "↓ lower is better, ↑ higher is better, · a diagnostic with no better direction. " + UNCERTAINTY
         + " `name@Nx` is a metric on rollouts N times the training length. `missing` means the metric could not be "
         "computed for that model (the result file says why); it is never scored as 0. Results share a table only "
-        "when their protocol hash and reference-set hash agree.",
+        "when their protocol hash and reference-set hash agree. Tables are listed best-founded first: by the most "
+        "seeds a model row has, then the most generated videos per seed behind the primary metric.",
         "",
         RANKING_RULE.replace("the bold", "the **bold**"),
         "",

@@ -249,6 +249,15 @@ class Board:
     def title(self) -> str:
         return f"{self.protocol_name} v{self.protocol_version} (protocol {self.protocol_hash[:10]})"
 
+    @property
+    def evidence(self) -> tuple[int, int]:
+        """(most seeds of a model row, generated videos behind its primary metric per seed): how much a table's
+        ranks rest on; the leaderboard lists the best-founded tables first."""
+        models = [row for row in self.rows if not row.is_real] or self.rows
+        return (max(len(row.seeds) for row in models),
+                max(result.data["metrics"].get(self.primary_metric, {}).get("num_fake") or 0
+                    for row in models for result in row.results))
+
     def off_condition(self, row: Row) -> bool:
         """The row was conditioned on something other than the protocol's condition (e.g. unconditional rows in a
         text-conditioned protocol): marked, and not ranked on `condition_keys`."""
@@ -328,7 +337,8 @@ def _sort_key(row: Row, primary: str, higher_is_better: bool | None) -> tuple[in
 def group_results(
     results: list[LoadedResult], excluded: list[Excluded] | None = None
 ) -> list[Board]:
-    """Group valid results into boards (like with like) with rows sorted best-first on the primary metric."""
+    """Group valid results into boards (like with like) with rows sorted best-first on the primary metric, the
+    boards best-founded first (`Board.evidence`)."""
     excluded = excluded if excluded is not None else []
     groups: dict[tuple[str, str, str], list[LoadedResult]] = defaultdict(list)
     for result in results:
@@ -374,4 +384,6 @@ def group_results(
         # The real row first, then by rank (stable: value order within a rank).
         rows.sort(key=lambda row: (not row.is_real, ranked[row.id] is None, ranked[row.id] or 0))
         boards.append(board)
+    # Best-founded tables first (most seeds, then most videos per seed): the evidence-grade protocol leads.
+    boards.sort(key=lambda board: tuple(-count for count in board.evidence))
     return boards

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 import yaml
 
 from benchmarks.bench_models import diffusion_step_keys, main, recipe_row
@@ -68,8 +69,6 @@ def test_prints_a_row_per_measurement_with_positive_rates(tmp_path, capsys):
 
 
 def test_recipe_times_each_model_as_the_recipe_trains_it(capsys):
-    import pytest
-
     config, overrides = recipe_row("zoo_moving_digits", "video_diffusion")
     assert config is None and overrides["conv_width"] == 64 and overrides["image_size"] == 32
     assert overrides["diffusion"]["prediction_type"] == "v_prediction"
@@ -103,3 +102,17 @@ def test_protocol_timing_gives_seconds_per_video_at_each_rollout_and_the_cost_of
     assert "512 @1x (s)" in output and "256 @2x (s)" in output
     row = re.search(r"^interleaved_latent\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", output, re.M)
     assert row is not None and math.isclose(float(row.group(5)), total, abs_tol=0.06)
+
+
+def test_lanes_compares_one_threaded_process_with_one_thread_processes_side_by_side(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_INTERLEAVED))
+    results = main(["--models", "interleaved_latent", "--config", str(config), "--batch", "2", "--train-steps", "1",
+                    "--precisions", "32", "--lanes", "2"])
+    ((name, precision, threaded, side_by_side),) = results
+    assert (name, precision) == ("interleaved_latent", "32")
+    assert threaded > 0 and side_by_side > 0 and math.isfinite(threaded + side_by_side)
+    output = capsys.readouterr().out
+    row = re.search(r"^interleaved_latent\s+32\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", output, re.M)
+    assert row is not None and "1 x 2 threads" in output and "2 x 1 thread" in output
+    assert float(row.group(3)) == pytest.approx(side_by_side / threaded, abs=0.01)

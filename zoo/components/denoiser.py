@@ -1,4 +1,5 @@
-"""Denoisers: a factorized space-time latent video DiT, and a MAR-style per-token diffusion head.
+"""Denoisers: a factorized space-time latent video DiT, a MAR-style per-token diffusion head and a convolutional
+per-frame one.
 
 `LatentVideoDenoiser` follows Latte / PixArt-α: diffusers `BasicTransformerBlock`s attend within each frame (with text
 cross-attention), temporal blocks attend across frames at each spatial position (optionally block-causally), and every
@@ -6,7 +7,9 @@ block is AdaLN-modulated per frame from that frame's own noise level (+ an optio
 per-frame noise levels (diffusion forcing) and AR-conditioned denoising need. Known frames enter by channel-concat.
 
 `DiffusionHead` follows MAR (Li et al. 2024) / NOVA: a small AdaLN MLP that denoises one frame's latent vector given a
-vector `z` from an AR transformer, trained and sampled with the shared `DiffusionProcess`.
+vector `z` from an AR transformer, trained and sampled with the shared `DiffusionProcess`. `ConvFrameHead` denoises a
+whole frame latent at once from the AR vectors of all its patches, laid out as a map: convolutions at the latent's full
+resolution, which is what taught the video denoisers what a digit looks like (README "Pretrained zoo").
 """
 
 from __future__ import annotations
@@ -321,11 +324,48 @@ class AdaLNResidualBlock(nn.Module):
         return x + gate * self.mlp(modulate(self.norm(x), shift, scale))
 
 
-class DiffusionHead(nn.Module):
-    """Per-token diffusion head (MAR / NOVA): denoises `x_t [N, token_dim]` given AR vectors `z [N, cond_dim]`.
+class ConditionedHead(nn.Module):
+    """A diffusion head: predicts for `x_t` at timesteps `t [N]` given AR conditions `z` (`forward(x_t, t, z)`), and
+    trains and samples with the shared `DiffusionProcess` (`process`); `sample_shape(z)` is what it draws for `z`."""
 
-    `loss` and `sample` run the shared `DiffusionProcess`, so the head predicts what its `DiffusionConfig` says.
-    """
+    process: DiffusionProcess
+
+    def sample_shape(self, z: Tensor) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def loss(
+        self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None, weight: Tensor | None = None
+    ) -> Tensor:
+        """Denoising loss on clean `x0 [N, ...]` at random timesteps (noise from `generator`); `weight` (broadcastable
+        to `x0`, or None) weighs each element's error in a weighted mean."""
+        t = self.process.sample_timesteps((x0.shape[0],), generator, device=x0.device)
+        return self.process.training_loss(lambda x_t, t_: self(x_t, t_, z), x0, t, generator, weight)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        z: Tensor,
+        generator: torch.Generator,
+        steps: int | None = None,
+        z_uncond: Tensor | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
+        """Sample `sample_shape(z)` for conditions `z`; `z_uncond` enables CFG."""
+        uncond_fn = None if z_uncond is None else (lambda x_t, t: self(x_t, t, z_uncond))
+        return self.process.sample(
+            lambda x_t, t: self(x_t, t, z),
+            self.sample_shape(z),
+            generator,
+            uncond_fn=uncond_fn,
+            guidance_scale=guidance_scale,
+            num_steps=steps,
+            device=z.device,
+            dtype=z.dtype,
+        )
+
+
+class DiffusionHead(ConditionedHead):
+    """Per-token diffusion head (MAR / NOVA): denoises `x_t [N, token_dim]` given AR vectors `z [N, cond_dim]`."""
 
     def __init__(
         self,
@@ -350,6 +390,9 @@ class DiffusionHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def sample_shape(self, z: Tensor) -> tuple[int, ...]:
+        return (z.shape[0], self.token_dim)
+
     def forward(self, x_t: Tensor, t: Tensor, z: Tensor) -> Tensor:
         """Prediction for `x_t [N, token_dim]` at timesteps `t [N]` given conditions `z [N, cond_dim]`."""
         h = self.input_proj(x_t)
@@ -359,32 +402,62 @@ class DiffusionHead(nn.Module):
         shift, scale = self.out_modulation(cond).chunk(2, dim=-1)
         return self.proj_out(modulate(self.norm_out(h), shift, scale))
 
-    def loss(
-        self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None, weight: Tensor | None = None
-    ) -> Tensor:
-        """Denoising loss on clean tokens `x0 [N, token_dim]` at random timesteps (noise from `generator`); `weight`
-        `[N, 1]` (or None) weighs each token's error in a weighted mean."""
-        t = self.process.sample_timesteps((x0.shape[0],), generator, device=x0.device)
-        return self.process.training_loss(lambda x_t, t_: self(x_t, t_, z), x0, t, generator, weight)
 
-    @torch.no_grad()
-    def sample(
+class ConvFrameHead(ConditionedHead):
+    """Per-frame diffusion head: denoises a frame latent `x_t [N, c, h, w]` given the AR vectors of its patches
+    `z [N, S, cond_dim]` (S = (h/p)(w/p) patches of `patch_size` p, raster order).
+
+    The vectors are laid out as a map at the latent's resolution (each over its p x p patch) and added to the input's
+    embedding; `depth` residual conv blocks (diffusers `ResnetBlock2D`) take the timestep plus the vectors' mean as
+    their scale-shift embedding. Unlike the per-token head, every output sees its neighbours' noisy values, so one
+    shape is drawn across patches. The output convolution is zero-initialised (an untrained head predicts 0).
+    """
+
+    def __init__(
         self,
-        z: Tensor,
-        generator: torch.Generator,
-        steps: int | None = None,
-        z_uncond: Tensor | None = None,
-        guidance_scale: float | None = None,
-    ) -> Tensor:
-        """Sample tokens `[N, token_dim]` for conditions `z [N, cond_dim]`; `z_uncond` enables CFG."""
-        uncond_fn = None if z_uncond is None else (lambda x_t, t: self(x_t, t, z_uncond))
-        return self.process.sample(
-            lambda x_t, t: self(x_t, t, z),
-            (z.shape[0], self.token_dim),
-            generator,
-            uncond_fn=uncond_fn,
-            guidance_scale=guidance_scale,
-            num_steps=steps,
-            device=z.device,
-            dtype=z.dtype,
+        latent_shape: tuple[int, int, int],
+        patch_size: int,
+        cond_dim: int,
+        width: int = 64,
+        depth: int = 4,
+        diffusion: DiffusionConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if width % 8:
+            raise ConfigError(f"the frame head's width must be a multiple of 8 (its group norms), got {width}")
+        self.latent_shape = latent_shape
+        self.patch_size = patch_size
+        self.process = DiffusionProcess(diffusion or DiffusionConfig())
+        channels = latent_shape[0]
+        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        self.cond_in = nn.Conv2d(cond_dim, width, 1)
+        self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(width, width)
+        self.pooled_cond = nn.Linear(cond_dim, width)
+        self.blocks = nn.ModuleList(
+            ResnetBlock2D(in_channels=width, out_channels=width, temb_channels=width, groups=8,
+                          time_embedding_norm="scale_shift")
+            for _ in range(depth)
         )
+        self.conv_out = nn.Sequential(nn.GroupNorm(8, width, eps=1e-6), nn.SiLU(),
+                                      nn.Conv2d(width, channels, 3, padding=1))
+        nn.init.zeros_(self.conv_out[-1].weight)
+        nn.init.zeros_(self.conv_out[-1].bias)
+
+    def sample_shape(self, z: Tensor) -> tuple[int, ...]:
+        return (z.shape[0], *self.latent_shape)
+
+    def condition_map(self, z: Tensor) -> Tensor:
+        """`[N, S, cond_dim]` -> `[N, cond_dim, h, w]`: each patch's vector over its p x p latent cells."""
+        _, height, width = self.latent_shape
+        p = self.patch_size
+        grid = z.transpose(1, 2).unflatten(2, (height // p, width // p))
+        return grid.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+
+    def forward(self, x_t: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        """Prediction for `x_t [N, c, h, w]` at timesteps `t [N]` given conditions `z [N, S, cond_dim]`."""
+        h = self.conv_in(x_t) + self.cond_in(self.condition_map(z).to(x_t.dtype))
+        embedding = self.time_embed(self.time_proj(t).to(h.dtype)) + self.pooled_cond(z.mean(dim=1))
+        for block in self.blocks:
+            h = block(h, embedding)
+        return self.conv_out(h)

@@ -11,6 +11,9 @@ With `frame_decoder_depth` > 0 a frame's tokens are not sampled at once, each fr
 agree on one shape), but set by set as in MAR: a bidirectional decoder over the frame's tokens, the sampled ones
 visible and the rest a mask token, conditions the head; training masks a random share of each frame's tokens and
 scores the head on those, sampling reveals them in `token_rounds` sets of growing size (MAR's cosine schedule).
+With `frame_head_width` > 0 the per-token head is replaced by a convolutional head that denoises the whole frame latent
+at once from the map of its tokens' AR vectors (`ConvFrameHead`): the AR transformer decides what goes where, the
+convolutions draw it at the latent's full resolution.
 Latents are `[B, N, c, h, w]` (N frames or steps) at this module's boundary.
 """
 
@@ -29,7 +32,7 @@ from transformers import Cache
 
 from zoo.components.ar import ARConfig, CausalTransformer
 from zoo.components.autoencoder import FrameAutoencoder, load_autoencoder_for
-from zoo.components.denoiser import DiffusionHead
+from zoo.components.denoiser import ConditionedHead, ConvFrameHead, DiffusionHead
 from zoo.components.sampling import DiffusionConfig
 from zoo.components.text import NULL_PROMPT, TextEncoder, build_text_encoder
 from zoo.config import ConfigError
@@ -59,6 +62,8 @@ class NextLatentConfig:
     first_frame_weight: the loss weight of the first step's tokens against a later step's. The first frame is drawn
       from the prompt alone (an image task) while later ones mostly continue it, so at 1 what the prompt asks to be
       drawn gets 1/N of the training signal.
+    frame_head_width, frame_head_depth: > 0 replaces the per-token MLP head (head_width, head_depth) by a
+      convolutional head of that width and depth (residual blocks) that denoises a whole frame (`ConvFrameHead`).
     """
 
     transformer: ARConfig = field(default_factory=ARConfig)
@@ -72,6 +77,8 @@ class NextLatentConfig:
     frame_decoder_depth: int = 0
     token_rounds: int = 4
     first_frame_weight: float = 1.0
+    frame_head_width: int = 0
+    frame_head_depth: int = 4
 
     def __post_init__(self) -> None:
         if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:
@@ -83,6 +90,15 @@ class NextLatentConfig:
             raise ConfigError(f"head_batch_mul must be >= 1, got {self.head_batch_mul}")
         if self.first_frame_weight <= 0:
             raise ConfigError(f"first_frame_weight must be > 0, got {self.first_frame_weight}")
+        if self.frame_head_width < 0 or self.frame_head_depth < 1:
+            raise ConfigError(
+                f"need frame_head_width >= 0 and frame_head_depth >= 1, got {self.frame_head_width} and "
+                f"{self.frame_head_depth}"
+            )
+        if self.frame_head_width and self.frame_decoder_depth:
+            raise ConfigError(
+                "frame_head_width and frame_decoder_depth are two ways to draw a frame's tokens together; set one to 0"
+            )
         if self.frame_decoder_depth < 0 or self.token_rounds < 1:
             raise ConfigError(
                 f"need frame_decoder_depth >= 0 and token_rounds >= 1, got {self.frame_decoder_depth} and "
@@ -116,7 +132,12 @@ class NextLatentAR(nn.Module):
         self.level_embed = nn.Linear(1, dim)
         self.code_embed = nn.Embedding(num_codes, dim) if num_codes else None
         self.text_proj = nn.Linear(text_dim, dim) if text_dim else None
-        self.head = DiffusionHead(self.token_dim, dim, config.head_width, config.head_depth, config.diffusion)
+        self.head: ConditionedHead
+        if config.frame_head_width:
+            self.head = ConvFrameHead(latent_shape, p, dim, config.frame_head_width, config.frame_head_depth,
+                                      config.diffusion)
+        else:
+            self.head = DiffusionHead(self.token_dim, dim, config.head_width, config.head_depth, config.diffusion)
         self.frame_decoder = None
         if config.frame_decoder_depth:
             if config.token_rounds > self.tokens_per_frame:
@@ -241,10 +262,16 @@ class NextLatentAR(nn.Module):
             inputs = torch.cat([history, inputs[:, first:]], dim=1)
         inputs, levels = self.augment_context(inputs, generator)
         z, _ = self.conditions(self._sequence(inputs, levels, codes), text)
-        x0 = self.patchify(latents[:, first:]).flatten(0, 1)
         z = z[:, first:].flatten(0, 1)
-        step = torch.arange(first, steps, device=x0.device).repeat(batch)  # the step of each row
-        weight = torch.where(step == 0, self.config.first_frame_weight, 1.0)[:, None].expand(-1, x0.shape[1])
+        step = torch.arange(first, steps, device=z.device).repeat(batch)  # the step of each row
+        weight = torch.where(step == 0, self.config.first_frame_weight, 1.0)
+        mul = self.config.head_batch_mul
+        if isinstance(self.head, ConvFrameHead):
+            x0 = latents[:, first:].flatten(0, 1)
+            weight = None if self.config.first_frame_weight == 1.0 else weight.repeat(mul)[:, None, None, None]
+            return self.head.loss(x0.repeat(mul, 1, 1, 1), z.repeat(mul, 1, 1), generator, weight)
+        x0 = self.patchify(latents[:, first:]).flatten(0, 1)
+        weight = weight[:, None].expand(-1, x0.shape[1])
         if self.frame_decoder is not None:
             # MAR: a random share (1 to all) of each frame's tokens is hidden; the head learns those from the rest.
             rows, tokens = x0.shape[:2]
@@ -254,7 +281,6 @@ class NextLatentAR(nn.Module):
             x0, z, weight = x0[hidden], self.decode_frame(z, x0, ~hidden)[hidden], weight[hidden]
         else:
             x0, z, weight = x0.flatten(0, 1), z.flatten(0, 1), weight.flatten()
-        mul = self.config.head_batch_mul
         weight = None if self.config.first_frame_weight == 1.0 else weight.repeat(mul)[:, None]
         return self.head.loss(x0.repeat(mul, 1), z.repeat(mul, 1), generator, weight)
 
@@ -351,6 +377,8 @@ class NextLatentAR(nn.Module):
         self, z: Tensor, generator: torch.Generator, guidance_scale: float | None, steps: int | None
     ) -> Tensor:
         """One frame latent `[B, c, h, w]` from head conditions `[B, S, dim]` (`[2B, ...]`: cond then null stream)."""
+        if isinstance(self.head, ConvFrameHead):
+            return self._sample_head(z, generator, guidance_scale, steps)
         if self.frame_decoder is None:
             tokens = self._sample_tokens(z, generator, guidance_scale, steps)
             return self.unpatchify(tokens.view(-1, self.tokens_per_frame, self.token_dim))
@@ -375,7 +403,12 @@ class NextLatentAR(nn.Module):
         self, z: Tensor, generator: torch.Generator, guidance_scale: float | None, steps: int | None
     ) -> Tensor:
         """Tokens `[R, c*p*p]` for head conditions `[..., dim]` (R of them; `2R` with guidance: cond then null)."""
-        z = z.reshape(-1, z.shape[-1])
+        return self._sample_head(z.reshape(-1, z.shape[-1]), generator, guidance_scale, steps)
+
+    def _sample_head(
+        self, z: Tensor, generator: torch.Generator, guidance_scale: float | None, steps: int | None
+    ) -> Tensor:
+        """The head's samples for conditions `z` (`[2R, ...]` with guidance: cond then null)."""
         if guidance_scale is None:
             return self.head.sample(z, generator, steps)
         z_cond, z_uncond = z.chunk(2)

@@ -102,6 +102,22 @@ def test_like_with_like_grouping_aggregation_and_sorting(results_dir):
     assert alpha.curve("fid_over_time@2x") == ([0.0, 1.0, 2.0], [1.25, 2.25, 3.25])
 
 
+def test_tables_are_listed_best_founded_first(tmp_path, make_result, write_result):
+    """Most seeds per model row first, then most generated videos per seed; not the protocol names' order."""
+    root = tmp_path / "results"
+    write_result(root, make_result("alpha", protocol="aaa_quick"))
+    for seed in range(3):
+        write_result(root, make_result("alpha", seed=seed, protocol="zzz_eval", protocol_hash="e" * 64))
+    wide = make_result("alpha", protocol="mmm_wide", protocol_hash="d" * 64)
+    wide["metrics"]["fvd_domain@1x"]["num_fake"] = 512
+    write_result(root, wide)
+    boards, _ = load_boards(root)
+    assert [board.protocol_name for board in boards] == ["zzz_eval", "mmm_wide", "aaa_quick"]
+    assert [board.evidence for board in boards] == [(3, 16), (1, 512), (1, 16)]
+    markdown = build_leaderboard(root, tmp_path / "board")["markdown"].read_text()
+    assert markdown.index("## zzz_eval") < markdown.index("## mmm_wide") < markdown.index("## aaa_quick")
+
+
 def test_a_later_run_of_the_same_seed_supersedes_the_earlier(tmp_path, make_result, write_result):
     root = tmp_path / "results"
     write_result(root, make_result("alpha", fvd=10.0, created="2025-01-01T00:00:00+00:00"), name="a.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.components.denoiser import DenoiserConfig, DiffusionHead, LatentVideoDenoiser
+from zoo.components.denoiser import ConvFrameHead, DenoiserConfig, DiffusionHead, LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.config import ConfigError
 
@@ -225,6 +225,43 @@ def test_diffusion_head_learns_a_conditional_distribution():
     spread = samples.std(dim=1)  # the data's is 0.1
     assert (spread > 0.04).all() and (spread < 0.16).all()
     assert head.sample(z[:4], torch.Generator().manual_seed(1), steps=5).shape == (4, 3)
+
+
+# ---- ConvFrameHead --------------------------------------------------------------------------------------------
+def test_frame_head_lays_each_patch_vector_over_its_cells_and_starts_at_zero():
+    head = ConvFrameHead((3, 4, 6), patch_size=2, cond_dim=5, width=16, depth=2)
+    z = torch.randn(2, 6, 5)  # 2 x 3 patches of 2 x 2 cells, raster order
+    grid = head.condition_map(z)
+    assert grid.shape == (2, 5, 4, 6)
+    for token in range(6):
+        row, col = divmod(token, 3)
+        cells = grid[:, :, 2 * row : 2 * row + 2, 2 * col : 2 * col + 2]
+        torch.testing.assert_close(cells, z[:, token, :, None, None].expand_as(cells), rtol=0, atol=0)
+    x_t = torch.randn(2, 3, 4, 6)
+    assert torch.equal(head(x_t, torch.tensor([10, 500]), z), torch.zeros_like(x_t))
+    assert head.sample(z, torch.Generator().manual_seed(0), steps=2).shape == (2, 3, 4, 6)
+
+
+def test_frame_head_learns_a_shape_from_the_map_of_its_conditions():
+    """Each of two conditions asks for a bar in another place of the frame, told only through the map's layout."""
+    torch.manual_seed(0)
+    head = ConvFrameHead((1, 4, 4), patch_size=2, cond_dim=1, width=16, depth=2,
+                         diffusion=DiffusionConfig(sampler="dpmpp", num_sampling_steps=10))
+    bars = torch.zeros(2, 1, 4, 4)
+    bars[0, 0, :, :2], bars[1, 0, :, 2:] = 1.0, 1.0  # left bar, right bar
+    # Patch vectors: 1 on the patches the bar covers, 0 elsewhere (raster order of the 2 x 2 patches).
+    z = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])[..., None]
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        which = torch.randint(0, 2, (64,), generator=g)
+        loss = head.loss(bars[which], z[which], g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    samples = head.sample(z.repeat_interleave(32, dim=0), torch.Generator().manual_seed(1)).view(2, 32, 4, 4)
+    torch.testing.assert_close(samples.mean(dim=1), bars[:, 0], atol=0.15, rtol=0)
 
 
 def test_conv_stem_and_head_keep_shapes_start_at_zero_and_see_within_a_patch(inputs):

@@ -45,11 +45,12 @@ def held_out_loss_before_and_after_fixture() -> Callable[..., tuple[float, float
 
 
 def wake_zero_init(module: torch.nn.Module) -> None:
-    """Give zero-initialised linear layers small random weights: zero output layers make an untrained network ignore
-    its conditions (AR vectors, keyframes); random ones make them matter, which the conditioning tests need."""
+    """Give zero-initialised linear and convolution layers small random weights: zero output layers make an untrained
+    network ignore its conditions (AR vectors, keyframes); random ones make them matter, which the conditioning tests
+    need."""
     generator = torch.Generator().manual_seed(1)
     for layer in module.modules():
-        if isinstance(layer, torch.nn.Linear) and not layer.weight.any():
+        if isinstance(layer, torch.nn.Linear | torch.nn.Conv2d) and not layer.weight.any():
             layer.weight.data.normal_(0.0, 0.05, generator=generator)
 
 

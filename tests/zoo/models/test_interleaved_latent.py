@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from zoo.components.denoiser import ConvFrameHead
 from zoo.components.text import drop_prompts
 from zoo.config import ConfigError
 from zoo.data import create_dataset
@@ -30,12 +31,15 @@ TINY = [
 
 # MAR's set-by-set sampling of a frame's tokens (the in-frame decoder), beside the one-shot head.
 SET_BY_SET = ["latent_ar.frame_decoder_depth=1", "latent_ar.token_rounds=4"]
+# A convolutional head that denoises a whole frame from its tokens' AR vectors.
+FRAME_HEAD = ["latent_ar.frame_head_width=16", "latent_ar.frame_head_depth=2"]
+HEADS = {"one_shot": [], "set_by_set": SET_BY_SET, "frame_head": FRAME_HEAD}
 
 
-@pytest.fixture(scope="module", params=["one_shot", "set_by_set"])
+@pytest.fixture(scope="module", params=list(HEADS))
 def model(request, wake_zero_init):
     torch.manual_seed(0)
-    model = create_model("interleaved_latent", overrides=TINY + (SET_BY_SET if request.param == "set_by_set" else []))
+    model = create_model("interleaved_latent", overrides=TINY + HEADS[request.param])
     wake_zero_init(model.latent_ar)
     return model.eval()
 
@@ -257,7 +261,10 @@ def test_self_forcing_trains_after_the_models_own_kv_cached_rollout(model, monke
     assert calls[1:-1] == [ar.tokens_per_frame] * (num_history - 2)
     # The loss covers only the real frames after the rolled-out history (set by set: only their hidden tokens).
     expected = ar.patchify(truth[:, num_history:]).flatten(0, 2).repeat(ar.config.head_batch_mul, 1)
-    if ar.frame_decoder is None:
+    if isinstance(ar.head, ConvFrameHead):  # whole frames
+        expected = truth[:, num_history:].flatten(0, 1).repeat(ar.config.head_batch_mul, 1, 1, 1)
+        torch.testing.assert_close(targets[-1], expected, atol=0, rtol=0)
+    elif ar.frame_decoder is None:
         torch.testing.assert_close(targets[-1], expected, atol=0, rtol=0)
     else:
         assert targets[-1].shape[0] < expected.shape[0]
@@ -285,6 +292,30 @@ def test_self_forcing_trains_after_the_models_own_kv_cached_rollout(model, monke
 def test_self_forcing_config_is_validated(overrides, message):
     with pytest.raises(ConfigError, match=message):
         create_model("interleaved_latent", overrides=TINY + overrides)
+
+
+def test_frame_head_draws_whole_frames_from_their_tokens_vectors(monkeypatch):
+    torch.manual_seed(0)
+    model = create_model("interleaved_latent", overrides=[*TINY, *FRAME_HEAD, "latent_ar.first_frame_weight=4"])
+    ar = model.latent_ar
+    seen = []
+    loss = ar.head.loss
+    monkeypatch.setattr(ar.head, "loss", lambda x0, z, *rest: seen.append((x0, z, rest[1])) or loss(x0, z, *rest))
+    with torch.no_grad():
+        latents = torch.randn(3, 5, *ar.latent_shape)
+    ar.train()
+    ar.loss(latents, generator=torch.Generator().manual_seed(0))
+    (x0, z, weight), = seen
+    # Rows are whole frames (head_batch_mul copies of each), conditioned on all of that frame's token vectors;
+    # the first frame of each clip weighs 4.
+    mul = ar.config.head_batch_mul
+    assert x0.shape == (mul * 15, *ar.latent_shape) and z.shape == (mul * 15, ar.tokens_per_frame, 64)
+    torch.testing.assert_close(x0[:15], latents.flatten(0, 1), rtol=0, atol=0)
+    assert weight.flatten().tolist() == [4.0, 1, 1, 1, 1] * 3 * mul
+    with pytest.raises(ConfigError, match="set one to 0"):
+        create_model("interleaved_latent", overrides=[*TINY, *FRAME_HEAD, *SET_BY_SET])
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        create_model("interleaved_latent", overrides=[*TINY, "latent_ar.frame_head_width=12"])
 
 
 @pytest.mark.parametrize("overrides", [[], SET_BY_SET], ids=["one_shot", "set_by_set"])
