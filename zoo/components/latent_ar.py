@@ -34,7 +34,7 @@ from zoo.components.ar import ARConfig, CausalTransformer
 from zoo.components.autoencoder import FrameAutoencoder, load_autoencoder_for
 from zoo.components.denoiser import ConditionedHead, ConvFrameHead, DiffusionHead
 from zoo.components.sampling import DiffusionConfig
-from zoo.components.text import NULL_PROMPT, TextEncoder, build_text_encoder
+from zoo.components.text import NULL_PROMPT, TextEncoder, build_text_encoder, masked_mean
 from zoo.config import ConfigError
 
 TextPrefix = tuple[Tensor, Tensor]
@@ -64,6 +64,9 @@ class NextLatentConfig:
       drawn gets 1/N of the training signal.
     frame_head_width, frame_head_depth: > 0 replaces the per-token MLP head (head_width, head_depth) by a
       convolutional head of that width and depth (residual blocks) that denoises a whole frame (`ConvFrameHead`).
+    text_to_head: add the prompt's mean token embedding (projected) to every head condition, a path from the prompt
+      to the head past the transformer. Without it the transformer alone must carry what to draw into the first frame,
+      and it learns the prompted motion long before the prompted object (README "Pretrained zoo").
     """
 
     transformer: ARConfig = field(default_factory=ARConfig)
@@ -79,6 +82,7 @@ class NextLatentConfig:
     first_frame_weight: float = 1.0
     frame_head_width: int = 0
     frame_head_depth: int = 4
+    text_to_head: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.context_noise_inference <= self.context_noise_train or self.context_noise_train > 1:
@@ -132,6 +136,7 @@ class NextLatentAR(nn.Module):
         self.level_embed = nn.Linear(1, dim)
         self.code_embed = nn.Embedding(num_codes, dim) if num_codes else None
         self.text_proj = nn.Linear(text_dim, dim) if text_dim else None
+        self.text_to_head = nn.Linear(text_dim, dim) if text_dim and config.text_to_head else None
         self.head: ConditionedHead
         if config.frame_head_width:
             self.head = ConvFrameHead(latent_shape, p, dim, config.frame_head_width, config.frame_head_depth,
@@ -227,8 +232,10 @@ class NextLatentAR(nn.Module):
         )
         if past is None:
             hidden = hidden[:, prefix_len:]
-        z = self.transformer.cond_head(hidden)
-        return z.unflatten(1, (-1, self.tokens_per_frame)), cache
+        z = self.transformer.cond_head(hidden).unflatten(1, (-1, self.tokens_per_frame))
+        if text is not None and self.text_to_head is not None:
+            z = z + self.text_to_head(masked_mean(*text))[:, None, None]
+        return z, cache
 
     def _sequence(self, inputs: Tensor, levels: Tensor, codes: Tensor | None) -> Tensor:
         """Start block + frame blocks for inputs `[B, M, ...]`; `codes` `[B, M + 1]` (start block first) or None."""

@@ -37,7 +37,8 @@ class TextEncoder(nn.Module, abc.ABC):
         return next(self.parameters()).device
 
 
-def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """The mean of `tokens [B, L, D]` over the positions where `mask [B, L]` is True -> `[B, D]`."""
     weights = mask.unsqueeze(-1).to(tokens.dtype)
     return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
@@ -81,7 +82,7 @@ class LearnedTextEncoder(TextEncoder):
         ids, mask = self.token_ids(prompts)
         x = self.embed(ids) + self.position[: ids.shape[1]]
         x = self.norm(self.layers(x, src_key_padding_mask=~mask))
-        return x, mask, _masked_mean(x, mask)
+        return x, mask, masked_mean(x, mask)
 
 
 class MiniLMTextEncoder(TextEncoder):
@@ -121,7 +122,7 @@ class MiniLMTextEncoder(TextEncoder):
             hidden = self.backbone(**batch).last_hidden_state
         mask = batch["attention_mask"].bool()
         tokens = self.proj(hidden)
-        pooled = self.proj(_masked_mean(hidden, mask))  # mean pooling, as sentence-transformers does for this model
+        pooled = self.proj(masked_mean(hidden, mask))  # mean pooling, as sentence-transformers does for this model
         is_null = torch.tensor([p == NULL_PROMPT for p in prompts], device=device)
         if is_null.any():
             # The null prompt is one learned token, not MiniLM's encoding of [CLS][SEP].
@@ -170,4 +171,5 @@ __all__ = [
     "build_text_encoder",
     "drop_prompts",
     "encode_prompts_per_frame",
+    "masked_mean",
 ]

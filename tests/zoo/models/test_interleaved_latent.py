@@ -31,8 +31,8 @@ TINY = [
 
 # MAR's set-by-set sampling of a frame's tokens (the in-frame decoder), beside the one-shot head.
 SET_BY_SET = ["latent_ar.frame_decoder_depth=1", "latent_ar.token_rounds=4"]
-# A convolutional head that denoises a whole frame from its tokens' AR vectors.
-FRAME_HEAD = ["latent_ar.frame_head_width=16", "latent_ar.frame_head_depth=2"]
+# A convolutional head that denoises a whole frame from its tokens' AR vectors, with the prompt's skip to the head.
+FRAME_HEAD = ["latent_ar.frame_head_width=16", "latent_ar.frame_head_depth=2", "latent_ar.text_to_head=true"]
 HEADS = {"one_shot": [], "set_by_set": SET_BY_SET, "frame_head": FRAME_HEAD}
 
 
@@ -316,6 +316,27 @@ def test_frame_head_draws_whole_frames_from_their_tokens_vectors(monkeypatch):
         create_model("interleaved_latent", overrides=[*TINY, *FRAME_HEAD, *SET_BY_SET])
     with pytest.raises(ConfigError, match="multiple of 8"):
         create_model("interleaved_latent", overrides=[*TINY, "latent_ar.frame_head_width=12"])
+
+
+def test_text_to_head_adds_the_projected_mean_prompt_token_to_every_head_condition():
+    torch.manual_seed(0)
+    model = create_model("interleaved_latent", overrides=[*TINY, "latent_ar.text_to_head=true"]).eval()
+    ar = model.latent_ar
+    text = model._encode_text(["a 3 moving left", "a 12 moving up, then down"])
+    blocks = ar._sequence(*ar._inference_inputs([torch.randn(2, *ar.latent_shape)], 1, 2), None)
+    with torch.no_grad():
+        z, _ = ar.conditions(blocks, text)
+        skip = ar.text_to_head
+        ar.text_to_head = None
+        try:
+            without, _ = ar.conditions(blocks, text)
+        finally:
+            ar.text_to_head = skip
+        tokens, mask = text
+        mean = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    assert z.shape == (2, 2, ar.tokens_per_frame, 64)
+    torch.testing.assert_close(z - without, skip(mean)[:, None, None].expand_as(z), rtol=1e-5, atol=1e-6)
+    assert create_model("interleaved_latent", overrides=TINY).latent_ar.text_to_head is None  # off by default
 
 
 @pytest.mark.parametrize("overrides", [[], SET_BY_SET], ids=["one_shot", "set_by_set"])
