@@ -288,15 +288,24 @@ def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolC
     return results
 
 
+def _row_config(args: argparse.Namespace, name: str) -> tuple[str | None, dict[str, Any]]:
+    """The config path and overrides model `name` is timed under: the recipe's (`--recipe`), else `--config`'s."""
+    return recipe_row(args.recipe, name) if args.recipe else (args.config, {})
+
+
+def _configs_label(args: argparse.Namespace) -> str:
+    return f"recipe {args.recipe}'s" if args.recipe else args.config or "tiny"
+
+
 def _lanes_main(args: argparse.Namespace, names: list[str], precisions: list[str]) -> list[tuple[str, str, float, float]]:
     lanes = args.lanes
     print(f"# batch {args.batch}, torch {torch.__version__}, CPU, {args.train_steps} timed steps, "
-          f"{f'recipe {args.recipe}' if args.recipe else args.config or 'tiny'} configs; training steps/s on {lanes} "
+          f"{_configs_label(args)} configs; training steps/s on {lanes} "
           "cores: one process with all threads vs one-thread processes side by side (summed)")
     print(f"{'model':<26} {'precision':<10} {f'1 x {lanes} threads':>16} {f'{lanes} x 1 thread':>16} {'gain':>6}")
     results = []
     for name in names:
-        config, overrides = recipe_row(args.recipe, name) if args.recipe else (args.config, {})
+        config, overrides = _row_config(args, name)
         for precision in precisions:
             threaded, side_by_side = time_lanes(name, config, overrides, args.batch, args.train_steps, precision,
                                                 lanes)
@@ -352,14 +361,13 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
         return _lanes_main(args, names, precisions)
     frames = [int(value) for value in args.frames.split(",") if value.strip()]
     steps = [int(value) for value in args.steps.split(",") if value.strip()]
-    configs = f"recipe {args.recipe}'s" if args.recipe else args.config or "tiny"
     print(f"# batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
-          f"{configs} configs, random weights (timing only)")
+          f"{_configs_label(args)} configs, random weights (timing only)")
     print(f"{'model':<26} {'measure':<15} {'frames':>6} {'kv_cache':>8} {'steps':>8} {'rate':>9} {'unit':<9} "
           f"{'s':>8}")
     results = []
     for name in names:
-        config, overrides = recipe_row(args.recipe, name) if args.recipe else (args.config, {})
+        config, overrides = _row_config(args, name)
         for result in measure_model(name, args.batch, frames, steps, args.train_steps, config, precisions, overrides):
             results.append(result)
             unit = "steps/s" if result.kind == "train" else "frames/s"

@@ -14,6 +14,7 @@ resolution, which is what taught the video denoisers what a digit looks like (RE
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -324,14 +325,15 @@ class AdaLNResidualBlock(nn.Module):
         return x + gate * self.mlp(modulate(self.norm(x), shift, scale))
 
 
-class ConditionedHead(nn.Module):
+class ConditionedHead(nn.Module, abc.ABC):
     """A diffusion head: predicts for `x_t` at timesteps `t [N]` given AR conditions `z` (`forward(x_t, t, z)`), and
     trains and samples with the shared `DiffusionProcess` (`process`); `sample_shape(z)` is what it draws for `z`."""
 
     process: DiffusionProcess
 
+    @abc.abstractmethod
     def sample_shape(self, z: Tensor) -> tuple[int, ...]:
-        raise NotImplementedError
+        """The shape of the samples drawn for conditions `z`."""
 
     def loss(
         self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None, weight: Tensor | None = None
