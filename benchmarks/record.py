@@ -173,11 +173,12 @@ class ResultRecord:
         unsupported: dict[int, str], train_steps: int | None, train_seconds: float | None,
         sampling_seconds: float | None, frames_made: int, stage_seconds: dict[str, float],
         peak_memory: tuple[float, str], hardware: dict[str, Any], provenance: dict[str, Any],
-        settings_sha256: str, strip: str | None, strip_videos: int,
+        settings_sha256: str, strip: str | None, strip_videos: int, finding: str | None = None,
     ) -> ResultRecord:
         """A `zoo bench` row's seed: `scores` from `score_samples` over the rollouts it made, `unsupported` the
         reason for each rollout it could not make, `provenance` the harness's block for this seed, `strip` the
-        GIF's file name (None without one) showing `strip_videos` videos of the longest rollout."""
+        GIF's file name (None without one) showing `strip_videos` videos of the longest rollout, `finding` the
+        recipe's finding for the row (shown under its leaderboard table)."""
         protocol_block = protocol.result_block(reference_sha256)
         memory_mb, memory_kind = peak_memory
         made = [rollout for rollout in protocol.rollouts if rollout not in unsupported]
@@ -187,7 +188,8 @@ class ResultRecord:
                    "source": "zoo" if type(model).__module__.startswith("zoo.models.") else "external",
                    "strategy": model.strategy, "config": dataclasses.asdict(model.config),
                    "supported_conditions": sorted(model.supported_conditions), "conditioned_on": conditioned_on,
-                   "clip_length": model.clip_length, "can_extend": model.can_extend},
+                   "clip_length": model.clip_length, "can_extend": model.can_extend,
+                   **({"finding": finding} if finding else {})},
             protocol=protocol_block,
             metrics=_protocol_metrics(protocol, scores["metrics"], unsupported),
             curves=scores["curves"],

@@ -93,6 +93,22 @@ def save_pretrained(model: VideoGenerator, pretrained_id: str, card: dict[str, A
     return full
 
 
+def update_card(pretrained_id: str, changes: dict[str, Any], folder: str | Path | None = None) -> dict[str, Any]:
+    """Set top-level card fields (None removes one): what was learned about the weights after they shipped (a
+    finding, a quality figure measured later). The weights are untouched, and so is what vouches for them (`sha256`,
+    `config`, `settings`); returns the card written."""
+    fixed = {"sha256", "config", "settings", "id", "model_name", "dataset", "dtype", "file_bytes"} & set(changes)
+    if fixed:
+        raise ConfigError(f"{sorted(fixed)} describe the weights themselves; retrain with `zoo pretrain` to change them")
+    card = pretrained_card(pretrained_id, folder)
+    for key, value in changes.items():
+        card.pop(key, None)
+        if value is not None:
+            card[key] = value
+    pretrained_paths(pretrained_id, folder)[1].write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def load_pretrained(pretrained_id: str, folder: str | Path | None = None) -> tuple[VideoGenerator, dict[str, Any]]:
     """Build the card's model, verify the weights' sha256 and load them (fp16 -> fp32); `(model.eval(), card)`."""
     from safetensors.torch import load_file

@@ -36,6 +36,12 @@ DOMAIN_SET_LABELS: dict[str, tuple[str, ...]] = {
     "moving_digits": ("digits", "direction"),
     "bouncing_shapes": ("shape", "colour"),
 }
+# The labels that say what the objects are, not how they move: a video keeps them from start to end (a digit that
+# bounces changes direction, never digit), which `LabelPersistence` checks.
+DOMAIN_IDENTITY_LABELS: dict[str, tuple[str, ...]] = {
+    "moving_digits": ("digits", "num_digits"),
+    "bouncing_shapes": ("shape", "colour"),
+}
 DOMAIN_CHANNELS = {"moving_digits": 1, "bouncing_shapes": 3}
 
 

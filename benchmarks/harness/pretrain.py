@@ -75,6 +75,30 @@ def prompt_adherence(model: VideoGenerator, dataset: str, num_videos: int = 128,
                if key.startswith("accuracy/")}}
 
 
+@torch.no_grad()
+def label_persistence(model: VideoGenerator, dataset: str, num_videos: int = 128, seed: int = QUALITY_SEED,
+                      data: dict[str, Any] | None = None, batch_size: int = 32) -> dict[str, Any]:
+    """Do the objects stay the same objects? `num_videos` videos of twice the clip length, prompted as
+    `prompt_adherence` prompts them, read by the dataset's domain network in each clip-length window: the share whose
+    identity labels (`DOMAIN_IDENTITY_LABELS`: digits, not their direction) read alike in both."""
+    from benchmarks.features.domain import DOMAIN_IDENTITY_LABELS, load_domain_net
+    from benchmarks.metrics.prompt_adherence import LabelPersistence
+    from zoo.data import create_dataset
+
+    metric = LabelPersistence(load_domain_net(dataset), window=model.clip_length,
+                              label_names=DOMAIN_IDENTITY_LABELS[dataset])
+    clips = create_dataset(dataset, "test", overrides={**(data or {}), "num_frames": model.clip_length})
+    generator = torch.Generator().manual_seed(seed)
+    for batch in DataLoader(Subset(clips, range(num_videos)), batch_size=batch_size):
+        metric.update(model.generate(len(batch["text"]), 2 * model.clip_length, Conditioning(text=list(batch["text"])),
+                                     generator=generator))
+    result = metric.compute()
+    return {"all": round(float(result["value"]), 4), "num_videos": int(result["num_videos"]), "seed": seed,
+            "frames": 2 * model.clip_length,
+            **{key.split("/", 1)[1]: round(float(value), 4) for key, value in result.items()
+               if key.startswith("persistence/")}}
+
+
 def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | None = None) -> dict[str, Any]:
     """Train one row from scratch under the recipe's budget, measure it, ship it; returns the card."""
     import lightning as L
@@ -108,7 +132,10 @@ def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | N
         "threads": torch.get_num_threads(), "flops_per_step": flops_per_step, "flops": flops_per_step * result.steps,
         "final_loss": result.final_loss, "ema_decay": model.config.ema_decay,
         "quality": prompt_adherence(model.eval(), protocol.dataset.name, quality_videos, data=data),
+        "persistence": label_persistence(model, protocol.dataset.name, quality_videos, data=data),
     }
+    if row in recipe.findings:
+        card["finding"] = recipe.findings[row]
     return save_pretrained(model, recipe.pretrained_id(row), card, folder)
 
 
@@ -116,7 +143,7 @@ def pretrain_recipe(name: str, overrides: list[str] | tuple[str, ...] = (), forc
                     quality_videos: int = 128, only: list[str] | None = None) -> list[dict[str, Any]]:
     """Pretrain every row of recipe `name` (or those in `only`), skipping rows whose card has the same settings."""
     from zoo.config import ConfigError
-    from zoo.pretrained import list_pretrained, pretrained_card
+    from zoo.pretrained import list_pretrained, load_pretrained, pretrained_card, update_card
 
     recipe = load_recipe(name, overrides)
     rows = resolve_models(recipe)
@@ -131,6 +158,18 @@ def pretrain_recipe(name: str, overrides: list[str] | tuple[str, ...] = (), forc
         if not force and shipped_id in list_pretrained():
             card = pretrained_card(shipped_id)
             if card.get("settings") == json.loads(json.dumps(pretrain_settings(recipe, row))):
+                # The weights stand; what the card says about them may be newer than they are.
+                changes = {"finding": recipe.findings.get(row)} if card.get("finding") != recipe.findings.get(row) \
+                    else {}
+                if "persistence" not in card:  # cards written before it was measured
+                    model, _ = load_pretrained(shipped_id)
+                    data = training_data_overrides(recipe, load_protocol(recipe.protocol, recipe.protocol_overrides))
+                    changes["persistence"] = label_persistence(model, card["dataset"], quality_videos, data=data)
+                if changes:
+                    card = update_card(shipped_id, changes)
+                    print(f"{shipped_id}: finished (same settings), its card's {' and '.join(changes)} updated")
+                    cards.append(card)
+                    continue
                 print(f"{shipped_id}: finished (same settings), skipped")
                 cards.append(card)
                 continue

@@ -67,6 +67,9 @@ class Recipe:
         `bouncing_shapes_horizon`), else `<protocol>_<recipe>` (`moving_digits_quick`). data_root: the folder of a
         real dataset.
     leaderboard_dir: where the leaderboard is re-rendered after the run (null: not rendered).
+    findings: per row, what training and tuning it under this recipe established where it misses the recipe's
+        targets (what was tried, what it read): written into its model card (`finding`) and every result scored from
+        it, and shown under its leaderboard table, so the row keeps its place with its explanation beside it.
     vars: values the rest of the recipe interpolates as `${vars.name}` (`???` = must be given on the command line).
     """
 
@@ -89,6 +92,7 @@ class Recipe:
     model_trainer: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
     pretrained: bool = False
+    findings: dict[str, str] = field(default_factory=dict)
     imports: list[str] = field(default_factory=list)
     data_root: str | None = None
     device: str = "auto"
@@ -242,6 +246,10 @@ def resolve_models(recipe: Recipe) -> list[str]:
     names = [name for name in names if not any(fnmatch.fnmatch(name, pattern) for pattern in recipe.exclude)]
     if not names:
         raise ConfigError(f"recipe '{recipe.name}' selects no model; check `models` and `exclude`")
+    stray = sorted(set(recipe.findings) - set(names))
+    if stray:
+        raise ConfigError(f"recipe '{recipe.name}' has findings for {stray}, which are not its rows "
+                          f"({', '.join(names)}); fix the names or drop them")
     for name in names:  # before any row trains: a row the recipe cannot configure is an error now, not hours later
         settings = recipe.row_settings(name)
         if recipe.model_preset is not None and settings.config_path is None:

@@ -9,6 +9,11 @@ redoes them (training included). Training, checkpoints and sample folders live u
 Under torchrun (or in any process group) rank 0 trains each row while the others wait, then every rank loads the
 weights, generates its share of the batches and scores its share of the files; rank 0 writes results and the
 leaderboard. The numbers equal a single process's (a test runs 2 gloo ranks against 1).
+
+`lanes` > 1 runs rows side by side instead: that many spawned processes, each with its share of the threads, take the
+next row from one queue (a row is done by one lane only). On CPU, small models use one thread poorly and two worse:
+two one-thread lanes sample the pretrained zoo faster than one two-thread process (README "Throughput"), and a
+one-thread lane reproduces the one-thread shipped rows bit for bit.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +230,8 @@ def run_seed(
         train_steps=trained.steps, train_seconds=trained.seconds, sampling_seconds=seconds, frames_made=frames_made,
         stage_seconds=stage_seconds, peak_memory=memory.read(), hardware=hardware(device),
         provenance=provenance(protocol.result_hash, trained.checkpoint_sha256, seed, trained.training_seed, git=git),
-        settings_sha256=settings_sha256, strip=strip, strip_videos=recipe.strip_videos)
+        settings_sha256=settings_sha256, strip=strip, strip_videos=recipe.strip_videos,
+        finding=recipe.findings.get(name))
     return record.write(results_dir)
 
 
@@ -253,9 +261,10 @@ def _acquired_now(lock: FileLock) -> bool:
 
 
 def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: ReferenceSet, device: torch.device,
-               force: bool, console: Console, git: GitState) -> None:
+               force: bool, console: Console, git: GitState, lane: int | None = None) -> None:
     """Train (or load) the row's model and write a result per unfinished seed; finished seeds are skipped."""
-    row_id, where = f"{row.name}.{recipe.row_tag}", f"[{row.index}/{row.total}]"
+    row_id = f"{row.name}.{recipe.row_tag}"
+    where = f"[{row.index}/{row.total}]" if lane is None else f"[{row.index}/{row.total} lane {lane}]"
     settings = run_settings_sha256(row.name, recipe)
     pending = from_rank_zero(
         [seed for seed, path in row.targets.items() if force or not is_finished(path, protocol, settings)])
@@ -270,7 +279,8 @@ def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: Referen
     started = time.perf_counter()
     trained = rank_zero_first(lambda: prepare_model(row.name, recipe, protocol, run_dir, device))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    # Lanes share the terminal: live bars of several processes would overwrite each other.
+    with Progress(*columns, console=console, transient=True, disable=lane is not None) as progress:
         for seed in pending:
             with PeakMemory(device) as memory:  # this seed's peak, not the process's since it started
                 run_seed(trained, row.name, row_id, recipe, protocol, reference, seed, run_dir,
@@ -278,21 +288,94 @@ def _bench_row(row: _Row, recipe: Recipe, protocol: Protocol, reference: Referen
     console.print(f"{where} {row_id}: done in {time.perf_counter() - started:.0f}s")
 
 
+def _bench_rows(rows: Iterable[_Row], recipe: Recipe, protocol: Protocol, reference: ReferenceSet,
+                device: torch.device, force: bool, console: Console, git: GitState, lane: int | None = None) -> None:
+    """Bench `rows` in order, leaving rows another `zoo bench` process holds for last (then waiting for it)."""
+    rank = rank_and_world_size()[0]
+    busy: list[_Row] = []
+    for row in rows:
+        # Another `zoo bench` on the same runs folder may be on this row: do the others first, then wait for it.
+        # Rank 0 holds the lock for its group and tells the other ranks whether they are on this row now.
+        lock = _row_lock(recipe, protocol, row.name) if rank == 0 else None
+        if not from_rank_zero(lock is None or _acquired_now(lock)):
+            console.print(f"[{row.index}/{row.total}] {row.name}.{recipe.row_tag}: another process is on it; later")
+            busy.append(row)
+            continue
+        try:
+            _bench_row(row, recipe, protocol, reference, device, force, console, git, lane)
+        finally:
+            if lock is not None:
+                lock.release()
+    for row in busy:
+        # Blocks until the other process is done, then skips its results.
+        with _row_lock(recipe, protocol, row.name) if rank == 0 else nullcontext():
+            _bench_row(row, recipe, protocol, reference, device, False, console, git, lane)
+
+
+def _queued(queue: Any) -> Iterator[_Row]:
+    """The rows of a lanes queue until its stop mark (None)."""
+    while (row := queue.get()) is not None:
+        yield row
+
+
+def _lane_main(lane: int, recipe: str | Path, overrides: list[str], force: bool, git: GitState, queue: Any,
+               threads: int, setup: Callable[[], None] | None) -> None:
+    """One lane of `run_recipe(lanes=...)`, in a spawned process: bench rows from `queue` with `threads` threads."""
+    if setup is not None:
+        setup()
+    torch.set_num_threads(threads)
+    loaded = load_recipe(recipe, overrides)
+    protocol = load_protocol(loaded.protocol, loaded.protocol_overrides)
+    reference = load_reference(protocol, loaded.data_root)  # the parent built the cache
+    _bench_rows(_queued(queue), loaded, protocol, reference, resolve_device(loaded.device), force, log_console(),
+                git, lane)
+
+
+def _run_lanes(rows: list[_Row], lanes: int, recipe: str | Path, overrides: list[str], force: bool, git: GitState,
+               setup: Callable[[], None] | None, console: Console) -> None:
+    """Bench `rows` in `lanes` spawned processes that share this one's threads; raises if a lane failed (the rows the
+    others finished keep their results)."""
+    threads = max(1, torch.get_num_threads() // lanes)
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's OpenMP pool (not fork-safe)
+    queue = context.Queue()
+    for row in rows:
+        queue.put(row)
+    for _ in range(lanes):
+        queue.put(None)
+    console.print(f"{lanes} lanes of {threads} thread(s) each")
+    processes = [context.Process(target=_lane_main, args=(lane, recipe, list(overrides), force, git, queue, threads,
+                                                          setup), name=f"zoo-bench-lane{lane}")
+                 for lane in range(1, lanes + 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [f"lane {lane} (exit code {p.exitcode})" for lane, p in enumerate(processes, 1) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)} failed (its error is above); the finished rows are kept: rerun the "
+                           "same command to do the rest")
+
+
 def run_recipe(
     recipe: str | Path, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
-    console: Console | None = None,
+    console: Console | None = None, lanes: int = 1, lane_setup: Callable[[], None] | None = None,
 ) -> list[Path]:
     """Run a recipe (a name in `benchmarks/recipes/` or a path) end to end; returns the result files (skipped ones
     too).
 
     Prints progress, then the leaderboard table and the wall time; renders the leaderboard when the recipe says so.
+    `lanes` > 1 benches rows in that many processes side by side (module docstring); `lane_setup`, a picklable
+    function, runs first in each of them (as a `multiprocessing.Pool` initializer: register models defined outside
+    the zoo there).
     """
     started = time.perf_counter()
     git = git_state()  # before this run writes anything: its own results would make every later row "dirty"
     loaded = load_recipe(recipe, overrides)
     protocol = load_protocol(loaded.protocol, loaded.protocol_overrides)
     device = init_from_env(resolve_device(loaded.device))
-    rank = rank_and_world_size()[0]
+    rank, world_size = rank_and_world_size()
+    if lanes < 1 or (lanes > 1 and world_size > 1):
+        raise ConfigError(f"lanes must be >= 1, and 1 under torchrun (each rank is already a lane); got {lanes}")
     console = (console or log_console()) if rank == 0 else Console(quiet=True)
     names = resolve_models(loaded)
     results_root = Path(loaded.results_dir)
@@ -303,24 +386,10 @@ def run_recipe(
                  {seed: result_path(results_root, protocol.name, f"{name}.{loaded.row_tag}", seed)
                   for seed in protocol.seeds})
             for index, name in enumerate(names, start=1)]
-    busy: list[_Row] = []
-    for row in rows:
-        # Another `zoo bench` on the same runs folder may be on this row: do the others first, then wait for it.
-        # Rank 0 holds the lock for its group and tells the other ranks whether they are on this row now.
-        lock = _row_lock(loaded, protocol, row.name) if rank == 0 else None
-        if not from_rank_zero(lock is None or _acquired_now(lock)):
-            console.print(f"[{row.index}/{row.total}] {row.name}.{loaded.row_tag}: another process is on it; later")
-            busy.append(row)
-            continue
-        try:
-            _bench_row(row, loaded, protocol, reference, device, force, console, git)
-        finally:
-            if lock is not None:
-                lock.release()
-    for row in busy:
-        # Blocks until the other process is done, then skips its results.
-        with _row_lock(loaded, protocol, row.name) if rank == 0 else nullcontext():
-            _bench_row(row, loaded, protocol, reference, device, False, console, git)
+    if lanes > 1:
+        _run_lanes(rows, lanes, recipe, list(overrides), force, git, lane_setup, console)
+    else:
+        _bench_rows(rows, loaded, protocol, reference, device, force, console, git)
     if rank != 0:
         return [path for row in rows for path in row.targets.values()]
     print_table(results_root, console, first_protocol=protocol.name)

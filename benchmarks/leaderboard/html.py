@@ -22,6 +22,7 @@ from benchmarks.leaderboard.render import (
     format_cost,
     is_best,
     rank_text,
+    row_findings,
     table_notes,
 )
 from benchmarks.leaderboard.results import RANKING_RULE, SELF_REPORTED, VERIFICATION_RULE, Aggregate, Board, Excluded
@@ -370,6 +371,7 @@ def render_html(boards: list[Board], excluded: list[Excluded], out_dir: Path) ->
                     f"{html.escape(', '.join(sorted({row.hardware for row in board.rows})))}.</p>")
         body.append(_table(board, index))
         body.extend(f'<p class="note table-note">{_code(note)}</p>' for note in table_notes(board))
+        body.extend(f'<p class="note finding">{_code(note)}</p>' for note in row_findings(board))
         body.append('<div class="charts">' + "".join(_charts(board)) + "</div>")
         record, current = floor_for(board, floors)
         if record is not None:

@@ -103,6 +103,11 @@ def table_notes(board: Board) -> list[str]:
     return notes
 
 
+def row_findings(board: Board) -> list[str]:
+    """One paragraph per row with a finding (the pages only: the terminal table stays compact)."""
+    return [f"Finding, `{row.id}`: {row.finding}" for row in board.rows if row.finding]
+
+
 def _markdown_table(board: Board) -> list[str]:
     batch = board.rows[0].first["cost"]["sampling_batch_size"]
     metric_headers = [f"{key} {arrow(board.higher_is_better[key])}" for key in board.metric_keys]
@@ -176,7 +181,7 @@ def render_markdown(boards: list[Board], excluded: list[Excluded], out_dir: Path
             "",
             *_markdown_table(board),
             "",
-            *[line for note in table_notes(board) for line in (note, "")],
+            *[line for note in [*table_notes(board), *row_findings(board)] for line in (note, "")],
             *_markdown_floor(board, floors),
         ]
         strips = [(row, strip) for row in board.rows for strip in row.strips[:1]]

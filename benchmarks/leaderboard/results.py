@@ -187,6 +187,12 @@ class Row:
         return "scored here"
 
     @property
+    def finding(self) -> str | None:
+        """The newest seed's finding (the recipe's word on a row that misses its targets), if it has one."""
+        newest = max(self.results, key=lambda r: r.data["provenance"].get("created") or "")
+        return newest.data["model"].get("finding")
+
+    @property
     def self_reported(self) -> bool:
         """Some seed was submitted without its samples: its numbers are the submitter's (marked †)."""
         return self.verification == "self-reported"

@@ -33,6 +33,10 @@ Labels, `update(videos, labels={"digit": LongTensor[B], ...})`:
 
     PromptAdherence(classifier)     # fraction of videos whose predicted labels match the prompt
 
+The same classifier on the videos alone, `update(videos)`:
+
+    LabelPersistence(classifier, window=8)  # fraction of videos read alike in every 8-frame window (no morphing)
+
 By name: `create_metric("fvd")` (default extractor I3D TorchScript), `create_metric("fid", extractor=my_module)`,
 `create_metric("fvd", extractor="domain_moving_digits")`; `list_metrics()` lists the names. The math lives in
 plain functions: `frechet_distance`, `row_moments` / `merge_moments` / `covariance_from_moments` (the
@@ -51,7 +55,7 @@ from benchmarks.metrics.frechet import (
 )
 from benchmarks.metrics.kernel import KernelInceptionDistance, KernelMetric, KernelVideoDistance, kernel_distance
 from benchmarks.metrics.over_time import FIDOverTime, SlidingWindowFVD
-from benchmarks.metrics.prompt_adherence import PromptAdherence
+from benchmarks.metrics.prompt_adherence import LabelPersistence, PromptAdherence
 from benchmarks.metrics.registry import UnknownMetricError, create_metric, list_metrics
 from benchmarks.metrics.temporal import Flicker, MotionMagnitude, WarpingError
 from benchmarks.metrics.temporal_reference import TemporalLPIPS, TemporalOF
@@ -65,6 +69,7 @@ __all__ = [
     "KernelInceptionDistance",
     "KernelMetric",
     "KernelVideoDistance",
+    "LabelPersistence",
     "MotionMagnitude",
     "PromptAdherence",
     "SlidingWindowFVD",

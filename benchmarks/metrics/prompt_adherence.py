@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmarks.metrics.base import LABELLED, VideoMetric
+from benchmarks.metrics.base import GENERATED_ONLY, LABELLED, VideoMetric
 from hvz_registry import did_you_mean
 
 
@@ -94,4 +94,73 @@ class PromptAdherence(VideoMetric):
         for head, name in enumerate(self.label_names):
             if int(self.head_prompted[head]) > 0:
                 result[f"accuracy/{name}"] = self.head_correct[head].double() / self.head_prompted[head]
+        return result
+
+
+class LabelPersistence(VideoMetric):
+    """Fraction of videos whose classifier reads the same labels in every window of `window` frames: do the objects
+    stay the same objects (no morphing)? Needs no prompt: it compares a video with itself.
+
+    The classifier is read as `PromptAdherence` reads it, on consecutive windows `[i*window, (i+1)*window)` (a video
+    needs at least two; frames after the last whole window are ignored): the argmax of a single-label head, the set
+    of classes with logit > 0 of a head in `set_labels` (default: the classifier's `config.set_labels`). A video
+    persists on a head when every window's read equals the first's. `label_names` (default: the classifier's) picks
+    the heads; `compute()` gives `value` (every picked head persists), `num_videos` and `persistence/<label_name>`.
+    Use a window the classifier was trained on (its clip length), so each read is in its own distribution.
+    """
+
+    higher_is_better = True
+    inputs = GENERATED_ONLY
+
+    def __init__(self, classifier: nn.Module, window: int, label_names: Sequence[str] | None = None,
+                 set_labels: Sequence[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {window}")
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.window = window
+        names = label_names if label_names is not None else getattr(classifier, "label_names", None)
+        if not names:
+            raise ValueError("the classifier has no `label_names`; pass label_names= to LabelPersistence")
+        self.label_names = tuple(names)
+        config = getattr(classifier, "config", None)
+        self.set_labels = frozenset(set_labels if set_labels is not None else getattr(config, "set_labels", ()))
+        self.add_state("num_persisted", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("num_videos", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("head_persisted", torch.zeros(len(self.label_names), dtype=torch.long), dist_reduce_fx="sum")
+
+    def _reads(self, videos: Tensor) -> dict[str, Tensor]:
+        """Per head, the label read of each video `[B, K]` (a set as multi-hot, a class as a one-hot)."""
+        with torch.no_grad():
+            logits = self.classifier(videos)
+        return {name: logits[name] > 0 if name in self.set_labels else
+                nn.functional.one_hot(logits[name].argmax(dim=-1), logits[name].shape[-1]).bool()
+                for name in self.label_names}
+
+    def update(self, videos: Tensor) -> None:
+        """Add generated videos `[B, T, C, H, W]` with T >= 2 * window."""
+        videos = self.check_videos(videos, "fake")
+        windows = videos.shape[1] // self.window
+        if windows < 2:
+            raise ValueError(f"LabelPersistence compares windows of {self.window} frames: a video needs at least "
+                             f"{2 * self.window} frames, got {videos.shape[1]}")
+        first = self._reads(videos[:, : self.window])
+        persisted = {name: torch.ones(videos.shape[0], dtype=torch.bool, device=videos.device)
+                     for name in self.label_names}
+        for index in range(1, windows):
+            later = self._reads(videos[:, index * self.window : (index + 1) * self.window])
+            for name in self.label_names:
+                persisted[name] &= (later[name] == first[name]).all(dim=-1)
+        every = torch.stack(list(persisted.values())).all(dim=0)
+        for head, name in enumerate(self.label_names):
+            self.head_persisted[head] += int(persisted[name].sum())
+        self.num_persisted += int(every.sum())
+        self.num_videos += videos.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        if int(self.num_videos) == 0:
+            raise ValueError("LabelPersistence has no videos; call update() first")
+        result = {"value": self.num_persisted.double() / self.num_videos, "num_videos": self.num_videos.clone()}
+        for head, name in enumerate(self.label_names):
+            result[f"persistence/{name}"] = self.head_persisted[head].double() / self.num_videos
         return result

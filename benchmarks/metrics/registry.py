@@ -10,7 +10,7 @@ from torchmetrics import Metric
 from benchmarks.metrics.frechet import FrechetInceptionDistance, FrechetVideoDistance
 from benchmarks.metrics.kernel import KernelInceptionDistance, KernelVideoDistance
 from benchmarks.metrics.over_time import FIDOverTime, SlidingWindowFVD
-from benchmarks.metrics.prompt_adherence import PromptAdherence
+from benchmarks.metrics.prompt_adherence import LabelPersistence, PromptAdherence
 from benchmarks.metrics.temporal import Flicker, MotionMagnitude, WarpingError
 from benchmarks.metrics.temporal_reference import TemporalLPIPS, TemporalOF
 from hvz_registry import Registry, UnknownNameError
@@ -41,6 +41,7 @@ METRICS.register("motion_magnitude", MetricEntry(MotionMagnitude))
 METRICS.register("tof", MetricEntry(TemporalOF))
 METRICS.register("tlp", MetricEntry(TemporalLPIPS, {"lpips_net": "lpips_alex"}))
 METRICS.register("prompt_adherence", MetricEntry(PromptAdherence))
+METRICS.register("label_persistence", MetricEntry(LabelPersistence))
 
 
 # The arguments of a metric that take a module, given as one or as a `benchmarks.features` extractor name.

@@ -9,7 +9,14 @@ import torch
 
 import zoo
 from zoo.config import ConfigError
-from zoo.pretrained import load_pretrained, pretrained_card, pretrained_paths, save_pretrained, trainable_state
+from zoo.pretrained import (
+    load_pretrained,
+    pretrained_card,
+    pretrained_paths,
+    save_pretrained,
+    trainable_state,
+    update_card,
+)
 
 
 @pytest.fixture()
@@ -40,6 +47,19 @@ def test_round_trip_is_the_fp16_model_and_the_card_records_what_it_holds(saved):
         torch.testing.assert_close(loaded.state_dict()[key], expected, rtol=0, atol=0)
     assert zoo.list_pretrained() == ["video_diffusion.moving_digits"]
     assert zoo.list_pretrained("interleaved*") == []
+
+
+def test_a_cards_later_fields_are_set_and_removed_without_touching_the_weights(saved):
+    _, card, folder = saved
+    weights, card_path = pretrained_paths("video_diffusion.moving_digits", folder)
+    before = weights.read_bytes()
+    written = update_card("video_diffusion.moving_digits", {"finding": "misses the direction target"})
+    assert json.loads(card_path.read_text()) == written == {**card, "finding": "misses the direction target"}
+    assert update_card("video_diffusion.moving_digits", {"finding": None}) == card
+    assert weights.read_bytes() == before
+    load_pretrained("video_diffusion.moving_digits")  # the card still vouches for the weights
+    with pytest.raises(ConfigError, match=r"\['sha256'\] describe the weights themselves; retrain"):
+        update_card("video_diffusion.moving_digits", {"sha256": "0" * 64})
 
 
 def test_a_changed_weight_file_is_refused_by_checksum(saved):

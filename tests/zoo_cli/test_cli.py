@@ -209,13 +209,14 @@ def test_bench_prints_the_leaderboard_table_once(monkeypatch: pytest.MonkeyPatch
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import benchmarks.harness
 
-    def run_recipe(recipe, overrides, force=False):  # run_recipe ends by printing the table
-        print("LEADERBOARD TABLE")
+    def run_recipe(recipe, overrides, force=False, lanes=1):  # run_recipe ends by printing the table
+        print(f"LEADERBOARD TABLE ({lanes} lanes)")
         return [Path("a.json")]
 
     monkeypatch.setattr(benchmarks.harness, "run_recipe", run_recipe)
     code, out, _ = zoo(["bench", "micro"], capsys)
-    assert code == 0 and out.count("LEADERBOARD TABLE") == 1 and "1 result file(s)" in out
+    assert code == 0 and out.count("LEADERBOARD TABLE (1 lanes)") == 1 and "1 result file(s)" in out
+    assert "LEADERBOARD TABLE (2 lanes)" in zoo(["bench", "micro", "--lanes", "2"], capsys)[1]
 
 
 def test_train_domain_net_runs_its_recipe_with_overrides_of_its_keys(

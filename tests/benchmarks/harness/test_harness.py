@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_harness import TEST_EXTRACTORS, TOY_PROTOCOL, PixelClipStats, micro_overrides, write_folder
+from toy_harness import (
+    TEST_EXTRACTORS,
+    TOY_PROTOCOL,
+    PixelClipStats,
+    fail_the_short_row,
+    micro_overrides,
+    use_test_extractors,
+    write_folder,
+)
 
 from benchmarks.harness import (
     SamplesError,
@@ -350,6 +358,45 @@ def test_two_concurrent_bench_processes_lose_nothing_and_never_train_a_row_twice
     assert not list(results.glob(".*.tmp")), "a temp file was left behind"
     board = (tmp_path / "board" / "README.md").read_text()
     assert all(f"`{row}`" in board for row in rows)  # whichever process rendered last saw both rows
+
+
+@pytest.mark.slow
+def test_bench_in_two_lanes_does_each_row_once_and_equals_one_process(toy_env, tmp_path, monkeypatch, capfd):
+    """`lanes=2`: two spawned one-thread processes take rows from one queue; every row is trained once (with
+    --force too, which must not make a lane redo a row the other just finished) and scores as in one process."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the lanes unpickle toy_harness.use_test_extractors
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    single = {load_result(path)["id"]: load_result(path)
+              for path in run_recipe("micro", micro_overrides(tmp_path / "single", toy_env))}
+    capfd.readouterr()
+    overrides = micro_overrides(tmp_path / "lanes", toy_env)
+    for force in (False, True):
+        paths = run_recipe("micro", overrides, force=force, lanes=2, lane_setup=use_test_extractors)
+        log = capfd.readouterr().out
+        trained = [line for line in log.splitlines() if "training / loading" in line]
+        assert len(trained) == 2 and all(" lane " in line for line in trained), log
+        assert "2 lanes of 1 thread(s) each" in log and "`harness_toy.toy_digits_micro`" in (
+            tmp_path / "lanes" / "board" / "README.md").read_text()
+        for path in paths:
+            got = load_result(path)
+            assert got["cost"]["hardware"]["torch_threads"] == 1
+            for key, entry in single[got["id"]]["metrics"].items():
+                expected = None if entry["value"] is None else pytest.approx(entry["value"], rel=1e-4, abs=1e-9)
+                assert got["metrics"][key]["value"] == expected, key
+
+
+@pytest.mark.slow
+def test_a_failed_lane_is_an_error_and_keeps_the_other_lanes_rows(toy_env, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    overrides = micro_overrides(tmp_path, toy_env)
+    with pytest.raises(ConfigError, match="lanes must be >= 1"):
+        run_recipe("micro", overrides, lanes=0)
+    with pytest.raises(RuntimeError, match=r"lane \d \(exit code 1\) failed .* rerun the same command"):
+        run_recipe("micro", overrides, lanes=2, lane_setup=fail_the_short_row)
+    results = tmp_path / "results" / "toy_digits"
+    assert load_result(results / "harness_toy.toy_digits_micro.seed0.json")["metrics"]["fvd_pixels@1x"]["value"] > 0
+    assert not (results / "harness_toy_short.toy_digits_micro.seed0.json").exists()
 
 
 def test_a_rows_initial_weights_depend_on_its_training_seed_only(toy_env, tmp_path, monkeypatch):

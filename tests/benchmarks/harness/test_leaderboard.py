@@ -127,6 +127,26 @@ def test_a_later_run_of_the_same_seed_supersedes_the_earlier(tmp_path, make_resu
     assert [e.path.name for e in excluded] == ["a.json"] and "superseded" in excluded[0].reason
 
 
+def test_a_rows_newest_finding_is_shown_under_its_table_on_the_pages_not_in_the_log(tmp_path, make_result,
+                                                                                   write_result):
+    root = tmp_path / "results"
+    old = make_result("alpha", seed=0, created="2025-01-01T00:00:00+00:00")
+    old["model"]["finding"] = "an older word"
+    new = make_result("alpha", seed=1, created="2025-02-01T00:00:00+00:00")
+    new["model"]["finding"] = "misses the digits target: tried `guidance` 2-7, no change"
+    for result in (old, new, make_result("beta", seed=0)):
+        validate_result(result)
+        write_result(root, result)
+    files = build_leaderboard(root, tmp_path / "board")
+    markdown, page = files["markdown"].read_text(), files["html"].read_text()
+    assert "Finding, `alpha.toy_micro`: misses the digits target: tried `guidance` 2-7, no change" in markdown
+    assert "an older word" not in markdown and "Finding, `beta" not in markdown
+    assert "<code>alpha.toy_micro</code>: misses the digits target: tried <code>guidance</code>" in page
+    console = Console(record=True, width=100)
+    print_table(root, console)
+    assert "misses the digits" not in console.export_text()
+
+
 def test_rendered_markdown_and_csv(results_dir, tmp_path):
     out = tmp_path / "board"
     files = build_leaderboard(results_dir, out)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.recipe import load_recipe
+from benchmarks.harness.pretrain import pretrain_recipe
+from benchmarks.harness.recipe import load_recipe, resolve_models
 from benchmarks.harness.runner import run_settings_sha256
+from zoo.config import ConfigError
+from zoo.files import sha256_file
 from zoo.pretrained import PRETRAINED_DIR
 from zoo.registry import model_config
 
@@ -38,3 +42,30 @@ def test_pretrained_cards_rebuild_the_config_they_were_trained_with(card, config
                                              settings["config_path"]))
     # Keys added to a config since the card was written take their defaults; every key the card has is the same.
     assert config_subset(config, card["config"]) == card["config"]
+
+
+@pytest.mark.parametrize("card", sorted(PRETRAINED_DIR.glob("*.json")), ids=lambda path: path.stem)
+def test_pretrained_cards_carry_their_recipes_finding(card):
+    card = json.loads(card.read_text())
+    assert card.get("finding") == load_recipe(card["recipe"]).findings.get(card["model_name"])
+
+
+def test_pretrain_adds_a_finished_cards_new_finding_and_missing_persistence_and_keeps_its_weights(tmp_path,
+                                                                                                  monkeypatch):
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(PRETRAINED_DIR / f"video_ar.moving_digits{suffix}", tmp_path)
+    monkeypatch.setenv("ZOO_PRETRAINED_DIR", str(tmp_path))
+    shipped = json.loads((PRETRAINED_DIR / "video_ar.moving_digits.json").read_text())
+    shipped.pop("persistence", None)  # a card written before persistence was measured
+    (tmp_path / "video_ar.moving_digits.json").write_text(json.dumps(shipped))
+    (card,) = pretrain_recipe("zoo_moving_digits", ["findings.video_ar=tried guidance 3"], only=["video_ar"],
+                              quality_videos=4)
+    persistence = card.pop("persistence")
+    assert card == {**shipped, "finding": "tried guidance 3"}  # nothing retrained: same weights, same figures
+    assert persistence["num_videos"] == 4 and persistence["frames"] == 16
+    assert set(persistence) == {"all", "num_videos", "seed", "frames", "digits", "num_digits"}
+    card["persistence"] = persistence
+    assert json.loads((tmp_path / "video_ar.moving_digits.json").read_text()) == card
+    assert sha256_file(tmp_path / "video_ar.moving_digits.safetensors") == shipped["sha256"]
+    with pytest.raises(ConfigError, match=r"findings for \['video_arr'\], which are not its rows"):
+        resolve_models(load_recipe("zoo_moving_digits", ["findings.video_arr=x"]))

@@ -17,6 +17,7 @@ from torch import nn
 
 from benchmarks.harness import SampleWriter
 from benchmarks.harness.samples import SampleManifest
+from benchmarks.harness.scoring import ExtractorCache
 from zoo.interface import ModelConfig, VideoGenerator
 from zoo.registry import register_model
 
@@ -126,6 +127,27 @@ class BrightnessDigitClassifier(nn.Module):
 
 TEST_EXTRACTORS = {"pixel_clip_stats": PixelClipStats, "pixel_frame_stats": PixelFrameStats,
                    "brightness_digit_classifier": BrightnessDigitClassifier}
+
+
+def use_test_extractors() -> None:
+    """`run_recipe`'s lane setup in the tests (each spawned lane imports this module, so the toy models register
+    there too): the test extractors instead of the real ones, as the `toy_env` fixture does in-process."""
+    ExtractorCache.build = staticmethod(lambda name: TEST_EXTRACTORS[name]())
+
+
+def fail_the_short_row() -> None:
+    """A lane setup under which the lane that takes `harness_toy_short` fails (the failed-lane test)."""
+    from benchmarks.harness import runner
+
+    use_test_extractors()
+    prepare = runner.prepare_model
+
+    def prepare_or_fail(name, *args, **kwargs):
+        if name == "harness_toy_short":
+            raise RuntimeError("this lane fails on purpose")
+        return prepare(name, *args, **kwargs)
+
+    runner.prepare_model = prepare_or_fail
 
 
 def write_folder(folder: Path, videos: torch.Tensor, protocol, rollout: int = 1, prompts=None) -> None:

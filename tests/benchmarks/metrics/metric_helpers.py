@@ -75,6 +75,7 @@ def build_metric(name: str, frames: int = 8):
         "fvd_sliding_window": dict(extractor=TinyVideoExtractor(), num_frames=frames, window=4, stride=2),
         "tlp": dict(lpips_net=TinyLPIPS()),
         "prompt_adherence": dict(classifier=TinyClassifier()),
+        "label_persistence": dict(classifier=TinyClassifier(), window=max(1, frames // 2)),
     }
     metric = create_metric(name, **modules.get(name, {}))
 

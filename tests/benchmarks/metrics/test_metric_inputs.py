@@ -15,7 +15,7 @@ DISTRIBUTION_METRICS = ["fvd", "kvd", "fid", "kid", "fid_over_time", "fvd_slidin
 def test_registry_lists_every_metric_of_the_brief():
     assert set(ALL_METRICS) == {
         "fvd", "kvd", "fid", "kid", "fid_over_time", "fvd_sliding_window", "warping_error", "flicker",
-        "motion_magnitude", "tof", "tlp", "prompt_adherence",
+        "motion_magnitude", "tof", "tlp", "prompt_adherence", "label_persistence",
     }
     assert list_metrics("f*") == ["fid", "fid_over_time", "flicker", "fvd", "fvd_sliding_window"]
 
