@@ -50,6 +50,10 @@ class DiffusionForcingConfig(LatentDiffusionConfig):
     extension_context: history frames per window when a full_sequence schedule extends past clip_length.
     history_guidance: "vanilla" (history dropped to pure noise) or "fractional" (noised to history_noise_level, a
     fraction of the training timesteps); history_guidance_scale 1 turns it off.
+    block_noise_probability: share of training clips whose frames share one noise level per attention block (levels
+      still independent across blocks: CausVid's chunk-wise levels), the rest one level per frame. The block-by-block
+      schedule samples a block's frames at one level, and the first block from the prompt alone, a case independent
+      per-frame levels almost never show in training.
     self_forcing_probability / self_forcing_steps: share of training steps whose history is the model's own rollout,
     and the sampling steps per frame of that rollout.
     """
@@ -59,6 +63,7 @@ class DiffusionForcingConfig(LatentDiffusionConfig):
     history_guidance: str = "vanilla"
     history_guidance_scale: float = 1.0
     history_noise_level: float = 0.5
+    block_noise_probability: float = 0.0
     self_forcing_probability: float = 0.0
     self_forcing_steps: int = 2
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(sampler="ddim"))
@@ -85,6 +90,8 @@ class DiffusionForcingConfig(LatentDiffusionConfig):
             raise ConfigError(f"history_guidance must be one of {list(HISTORY_GUIDANCE)}, got '{self.history_guidance}'")
         if not 0.0 < self.history_noise_level <= 1.0:
             raise ConfigError(f"history_noise_level must be in (0, 1], got {self.history_noise_level}")
+        if not 0.0 <= self.block_noise_probability <= 1.0:
+            raise ConfigError(f"block_noise_probability must be in [0, 1], got {self.block_noise_probability}")
         if not 0.0 <= self.self_forcing_probability <= 1.0:
             raise ConfigError(f"self_forcing_probability must be in [0, 1], got {self.self_forcing_probability}")
         if self.self_forcing_steps < 1:
@@ -123,7 +130,8 @@ class DiffusionForcing(VideoGenerator):
 
     # ---- training ------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> Tensor:
-        """Denoising loss with an independent noise level per frame (on self-forcing steps: after a rolled-out history)."""
+        """Denoising loss with an independent noise level per frame, or per block on `block_noise_probability` of the
+        clips (on self-forcing steps: after a rolled-out history)."""
         video = batch["video"]
         batch_size, frames = video.shape[:2]
         with torch.no_grad():
@@ -131,6 +139,9 @@ class DiffusionForcing(VideoGenerator):
         prompts = drop_prompts(list(batch["text"]), self.config.text_dropout, None)
         text = encode_prompts_per_frame(self.text_encoder, [[prompt] * frames for prompt in prompts])
         timesteps = self.diffusion.sample_timesteps((batch_size, frames), device=self.device)
+        per_block = torch.rand(batch_size, device=self.device) < self.config.block_noise_probability
+        block_levels = timesteps[:, :: self.config.block_size].repeat_interleave(self.config.block_size, dim=1)
+        timesteps = torch.where(per_block[:, None], block_levels, timesteps)
         weight = None
         if self.training and torch.rand(()) < self.config.self_forcing_probability:
             num_history = int(torch.randint(1, frames, ()))

@@ -229,6 +229,25 @@ def test_self_forcing_trains_on_the_models_own_rollout(configured, monkeypatch):
     assert model.denoiser.proj_out.weight.grad is not None
 
 
+@pytest.mark.parametrize("probability, shared", [(0.0, False), (1.0, True)])
+def test_block_noise_shares_one_level_per_block_and_keeps_blocks_independent(configured, denoiser_calls, probability,
+                                                                             shared):
+    model = configured(block_noise_probability=probability).train()
+    batch = {"video": torch.rand(4, 8, 1, 32, 32, generator=torch.Generator().manual_seed(0)), "text": ["a 1"] * 4}
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            model.compute_loss(batch)
+    finally:
+        model.eval()
+    timesteps = denoiser_calls[0][1]  # [B, 8]: block_size 4
+    blocks = timesteps.view(4, 2, 4)
+    assert bool((blocks == blocks[..., :1]).all()) is shared
+    assert not torch.equal(blocks[:, 0, 0], blocks[:, 1, 0]), "blocks keep their own levels"
+    with pytest.raises(ConfigError, match="block_noise_probability must be in"):
+        create_model("diffusion_forcing", block_noise_probability=-0.1)
+
+
 def test_self_forcing_probability_is_validated():
     with pytest.raises(ConfigError, match="self_forcing_probability must be in"):
         create_model("diffusion_forcing", self_forcing_probability=1.5)
