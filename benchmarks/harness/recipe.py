@@ -246,10 +246,11 @@ def resolve_models(recipe: Recipe) -> list[str]:
     names = [name for name in names if not any(fnmatch.fnmatch(name, pattern) for pattern in recipe.exclude)]
     if not names:
         raise ConfigError(f"recipe '{recipe.name}' selects no model; check `models` and `exclude`")
-    stray = sorted(set(recipe.findings) - set(names))
+    # Against every row the recipe can have, not the selected ones: `models=[one]` must not orphan the others' findings.
+    stray = sorted(set(recipe.findings) - set(registered) - set(recipe.variants))
     if stray:
-        raise ConfigError(f"recipe '{recipe.name}' has findings for {stray}, which are not its rows "
-                          f"({', '.join(names)}); fix the names or drop them")
+        raise ConfigError(f"recipe '{recipe.name}' has findings for {stray}, which name no model or variant; fix the "
+                          "names or drop them")
     for name in names:  # before any row trains: a row the recipe cannot configure is an error now, not hours later
         settings = recipe.row_settings(name)
         if recipe.model_preset is not None and settings.config_path is None:

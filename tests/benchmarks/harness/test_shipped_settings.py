@@ -67,5 +67,6 @@ def test_pretrain_adds_a_finished_cards_new_finding_and_missing_persistence_and_
     card["persistence"] = persistence
     assert json.loads((tmp_path / "video_ar.moving_digits.json").read_text()) == card
     assert sha256_file(tmp_path / "video_ar.moving_digits.safetensors") == shipped["sha256"]
-    with pytest.raises(ConfigError, match=r"findings for \['video_arr'\], which are not its rows"):
+    with pytest.raises(ConfigError, match=r"findings for \['video_arr'\], which name no model or variant"):
         resolve_models(load_recipe("zoo_moving_digits", ["findings.video_arr=x"]))
+    assert resolve_models(load_recipe("zoo_moving_digits", ["models=[video_diffusion]"])) == ["video_diffusion"]
