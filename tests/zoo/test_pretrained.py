@@ -116,3 +116,20 @@ def test_shipped_weights_still_reach_their_cards_prompt_adherence(pretrained_id)
         p = quality[label]
         tolerance = 3 * (max(p * (1 - p), 0.05) / quality["num_videos"]) ** 0.5
         assert abs(measured[label] - p) <= tolerance, f"{label}: {measured[label]} vs the card's {p}"
+
+
+PERSISTENT = [i for i in SHIPPED if pretrained_card(i).get("persistence", {}).get("all", 0) >= 0.3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pretrained_id", PERSISTENT)
+def test_shipped_weights_still_keep_their_digits_as_their_card_says(pretrained_id):
+    """The card's persistence read 128 videos of twice the clip length in batches of 32 from the card's seed; the
+    first batch is the same 32 videos, so the shipped file must read within 3 binomial standard errors of 32."""
+    from benchmarks.harness.pretrain import label_persistence
+
+    model, card = load_pretrained(pretrained_id)
+    expected = card["persistence"]
+    measured = label_persistence(model, card["dataset"], 32, seed=expected["seed"])
+    tolerance = 3 * (max(expected["all"] * (1 - expected["all"]), 0.05) / 32) ** 0.5
+    assert abs(measured["all"] - expected["all"]) <= tolerance, f"{measured['all']} vs the card's {expected['all']}"
