@@ -13,10 +13,12 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from benchmarks.harness.protocol import load_protocol
@@ -53,6 +55,26 @@ def training_flops_per_step(model: VideoGenerator, batch: dict[str, Any]) -> int
     return int(counter.get_total_flops())
 
 
+def _prompted_videos(model: VideoGenerator, dataset: str, num_videos: int, seed: int, data: dict[str, Any] | None,
+                     batch_size: int, num_frames: int) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+    """`(videos, batch)`: `num_frames`-frame videos prompted with the first `num_videos` test clips' captions, from one
+    generator seeded `seed` (what every card figure reads, so they all see the same prompts and draws)."""
+    from zoo.data import create_dataset
+
+    clips = create_dataset(dataset, "test", overrides={**(data or {}), "num_frames": model.clip_length})
+    generator = torch.Generator().manual_seed(seed)
+    for batch in DataLoader(Subset(clips, range(num_videos)), batch_size=batch_size):
+        yield model.generate(len(batch["text"]), num_frames, Conditioning(text=list(batch["text"])),
+                             generator=generator), batch
+
+
+def _card_figures(result: dict[str, Tensor], per_head: str, seed: int) -> dict[str, Any]:
+    """A metric's `compute()` as a card records it: `all`, `num_videos`, `seed` and each `<per_head>/<label>`."""
+    return {"all": round(float(result["value"]), 4), "num_videos": int(result["num_videos"]), "seed": seed,
+            **{key.split("/", 1)[1]: round(float(value), 4) for key, value in result.items()
+               if key.startswith(f"{per_head}/")}}
+
+
 @torch.no_grad()
 def prompt_adherence(model: VideoGenerator, dataset: str, num_videos: int = 128, seed: int = QUALITY_SEED,
                      data: dict[str, Any] | None = None, batch_size: int = 32) -> dict[str, float]:
@@ -60,19 +82,11 @@ def prompt_adherence(model: VideoGenerator, dataset: str, num_videos: int = 128,
     captions, read by the dataset's domain network (what the leaderboard's prompt adherence measures)."""
     from benchmarks.features.domain import load_domain_net
     from benchmarks.metrics.prompt_adherence import PromptAdherence
-    from zoo.data import create_dataset
 
     metric = PromptAdherence(load_domain_net(dataset))
-    clips = create_dataset(dataset, "test", overrides={**(data or {}), "num_frames": model.clip_length})
-    generator = torch.Generator().manual_seed(seed)
-    for batch in DataLoader(Subset(clips, range(num_videos)), batch_size=batch_size):
-        videos = model.generate(len(batch["text"]), model.clip_length, Conditioning(text=list(batch["text"])),
-                                generator=generator)
+    for videos, batch in _prompted_videos(model, dataset, num_videos, seed, data, batch_size, model.clip_length):
         metric.update(videos, {name: batch["labels"][name] for name in metric.label_names})
-    result = metric.compute()
-    return {"all": round(float(result["value"]), 4), "num_videos": int(result["num_videos"]), "seed": seed,
-            **{key.split("/", 1)[1]: round(float(value), 4) for key, value in result.items()
-               if key.startswith("accuracy/")}}
+    return _card_figures(metric.compute(), "accuracy", seed)
 
 
 @torch.no_grad()
@@ -83,20 +97,13 @@ def label_persistence(model: VideoGenerator, dataset: str, num_videos: int = 128
     identity labels (`DOMAIN_IDENTITY_LABELS`: digits, not their direction) read alike in both."""
     from benchmarks.features.domain import DOMAIN_IDENTITY_LABELS, load_domain_net
     from benchmarks.metrics.prompt_adherence import LabelPersistence
-    from zoo.data import create_dataset
 
     metric = LabelPersistence(load_domain_net(dataset), window=model.clip_length,
                               label_names=DOMAIN_IDENTITY_LABELS[dataset])
-    clips = create_dataset(dataset, "test", overrides={**(data or {}), "num_frames": model.clip_length})
-    generator = torch.Generator().manual_seed(seed)
-    for batch in DataLoader(Subset(clips, range(num_videos)), batch_size=batch_size):
-        metric.update(model.generate(len(batch["text"]), 2 * model.clip_length, Conditioning(text=list(batch["text"])),
-                                     generator=generator))
-    result = metric.compute()
-    return {"all": round(float(result["value"]), 4), "num_videos": int(result["num_videos"]), "seed": seed,
-            "frames": 2 * model.clip_length,
-            **{key.split("/", 1)[1]: round(float(value), 4) for key, value in result.items()
-               if key.startswith("persistence/")}}
+    frames = 2 * model.clip_length
+    for videos, _ in _prompted_videos(model, dataset, num_videos, seed, data, batch_size, frames):
+        metric.update(videos)
+    return {**_card_figures(metric.compute(), "persistence", seed), "frames": frames}
 
 
 def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | None = None) -> dict[str, Any]:
@@ -159,8 +166,8 @@ def pretrain_recipe(name: str, overrides: list[str] | tuple[str, ...] = (), forc
             card = pretrained_card(shipped_id)
             if card.get("settings") == json.loads(json.dumps(pretrain_settings(recipe, row))):
                 # The weights stand; what the card says about them may be newer than they are.
-                changes = {"finding": recipe.findings.get(row)} if card.get("finding") != recipe.findings.get(row) \
-                    else {}
+                finding = recipe.findings.get(row)
+                changes = {} if card.get("finding") == finding else {"finding": finding}
                 if "persistence" not in card:  # cards written before it was measured
                     model, _ = load_pretrained(shipped_id)
                     data = training_data_overrides(recipe, load_protocol(recipe.protocol, recipe.protocol_overrides))

@@ -189,7 +189,7 @@ class Row:
     @property
     def finding(self) -> str | None:
         """The newest seed's finding (the recipe's word on a row that misses its targets), if it has one."""
-        newest = max(self.results, key=lambda r: r.data["provenance"].get("created") or "")
+        newest = max(self.results, key=lambda r: r.data["provenance"]["created"])
         return newest.data["model"].get("finding")
 
     @property

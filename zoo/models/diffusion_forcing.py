@@ -139,9 +139,10 @@ class DiffusionForcing(VideoGenerator):
         prompts = drop_prompts(list(batch["text"]), self.config.text_dropout, None)
         text = encode_prompts_per_frame(self.text_encoder, [[prompt] * frames for prompt in prompts])
         timesteps = self.diffusion.sample_timesteps((batch_size, frames), device=self.device)
-        per_block = torch.rand(batch_size, device=self.device) < self.config.block_noise_probability
-        block_levels = timesteps[:, :: self.config.block_size].repeat_interleave(self.config.block_size, dim=1)
-        timesteps = torch.where(per_block[:, None], block_levels, timesteps)
+        if self.config.block_noise_probability > 0:  # no draw at 0: training stays as it was, bit for bit
+            per_block = torch.rand(batch_size, device=self.device) < self.config.block_noise_probability
+            block_levels = timesteps[:, :: self.config.block_size].repeat_interleave(self.config.block_size, dim=1)
+            timesteps = torch.where(per_block[:, None], block_levels, timesteps)
         weight = None
         if self.training and torch.rand(()) < self.config.self_forcing_probability:
             num_history = int(torch.randint(1, frames, ()))
