@@ -13,7 +13,8 @@ leaderboard. The numbers equal a single process's (a test runs 2 gloo ranks agai
 `lanes` > 1 runs rows side by side instead: that many spawned processes, each with its share of the threads, take the
 next row from one queue (a row is done by one lane only). On CPU, small models use one thread poorly and two worse:
 two one-thread lanes sample the pretrained zoo faster than one two-thread process (README "Throughput"), and a
-one-thread lane reproduces the one-thread shipped rows bit for bit.
+one-thread lane reproduces the one-thread shipped rows bit for bit. Lanes take the rows longest first, by the stage
+seconds an earlier result of the row recorded (rows without one first), so no lane is left with a long row at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import multiprocessing
 import shutil
 import time
@@ -312,6 +314,27 @@ def _bench_rows(rows: Iterable[_Row], recipe: Recipe, protocol: Protocol, refere
             _bench_row(row, recipe, protocol, reference, device, False, console, git, lane)
 
 
+def _recorded_seconds(row: _Row) -> float:
+    """The smallest stage-seconds total an existing result of the row records (any seed, any protocol version: the
+    least contended run), or infinity when there is none: what the row will roughly cost, for ordering lanes."""
+    target = next(iter(row.targets.values()))
+    row_id = target.name.rsplit(".seed", 1)[0]
+    totals = []
+    for result in target.parent.glob(f"{row_id}.seed*.json"):
+        try:
+            stages = json.loads(result.read_text())["cost"]["stage_seconds"]
+            totals.append(sum(float(seconds) for seconds in stages.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # no estimate from an unreadable result; benching the row reports what is wrong with it
+    return min(totals, default=math.inf)
+
+
+def longest_first(rows: list[_Row]) -> list[_Row]:
+    """Rows by their recorded cost, dearest (and unrecorded) first: greedy list scheduling over lanes then ends
+    within one row's time of the best split."""
+    return sorted(rows, key=_recorded_seconds, reverse=True)
+
+
 def _queued(queue: Any) -> Iterator[_Row]:
     """The rows of a lanes queue until its stop mark (None)."""
     while (row := queue.get()) is not None:
@@ -338,7 +361,7 @@ def _run_lanes(rows: list[_Row], lanes: int, recipe: str | Path, overrides: list
     threads = max(1, torch.get_num_threads() // lanes)
     context = multiprocessing.get_context("spawn")  # fork would copy this process's OpenMP pool (not fork-safe)
     queue = context.Queue()
-    for row in rows:
+    for row in longest_first(rows):
         queue.put(row)
     for _ in range(lanes):
         queue.put(None)

@@ -492,3 +492,20 @@ def test_autoencoders_are_bound_by_kind_from_the_protocols_dataset():
     with pytest.raises(ConfigError, match=r"'video_ar' needs a vq autoencoder \(autoencoder\) and dataset "
                                           r"'video_folder' ships none; set autoencoders.vq="):
         load_recipe("micro", ["protocol=bair_64"]).row_settings("video_ar")
+
+
+def test_lanes_take_the_dearest_rows_first_by_their_recorded_stage_seconds(tmp_path):
+    """A row's cost is the least stage-seconds total its existing results record (any seed); rows with no result
+    (or an unreadable one) have no estimate and go first, then the dearest."""
+    folder = tmp_path / "results" / "proto"
+    folder.mkdir(parents=True)
+    recorded = {"cheap.t": [[10.0, 5.0]], "dear.t": [[300.0, 20.0], [900.0, 1.0]], "middle.t": [[100.0]]}
+    for row_id, seeds in recorded.items():
+        for seed, stages in enumerate(seeds):
+            cost = {"stage_seconds": {f"stage{i}": seconds for i, seconds in enumerate(stages)}}
+            (folder / f"{row_id}.seed{seed + 5}.json").write_text(json.dumps({"cost": cost}))
+    (folder / "broken.t.seed0.json").write_text("{not json")
+    rows = [runner_module._Row(index, 5, name, {0: folder / f"{name}.t.seed0.json"})
+            for index, name in enumerate(["cheap", "middle", "unscored", "dear", "broken"], start=1)]
+    assert runner_module._recorded_seconds(rows[3]) == 320.0  # the least contended of its two seeds
+    assert [row.name for row in runner_module.longest_first(rows)] == ["unscored", "broken", "dear", "middle", "cheap"]
