@@ -9,7 +9,8 @@ are conditioned on a caption, so guidance costs what it costs in the benchmark p
 
 `--lanes N` instead compares, per model and precision, the two ways to spend N cores on training: one process with N
 threads against N processes with one thread each, started together (their summed steps/s): which is how to run a
-recipe's trainings side by side.
+recipe's trainings side by side. With precisions 32 and bf16 it ends with the before/after of the zoo's training:
+clips/s of fp32 in one N-thread process against bf16 in N one-thread processes.
 
 `--protocol moving_digits` instead times generation as `zoo bench` does it under that protocol (its batch size,
 frame shape, rollout lengths and conditioning, through `generate_samples`) and prints seconds per generated video
@@ -312,6 +313,16 @@ def _lanes_main(args: argparse.Namespace, names: list[str], precisions: list[str
             results.append((name, precision, threaded, side_by_side))
             print(f"{name:<26} {precision:<10} {threaded:>16.2f} {side_by_side:>16.2f} "
                   f"{side_by_side / threaded:>5.2f}x", flush=True)
+    if {"32", "bf16"} <= set(precisions):
+        # The zoo issue's before/after: how a model trained before (fp32, one process with every thread) against how
+        # the pretrain recipe trains it now (bf16, one-thread processes side by side, as many as cores).
+        print(f"# clips/s the {lanes} cores train per model: fp32 in 1 x {lanes} threads (before) vs bf16 in "
+              f"{lanes} x 1 thread (the pretrain recipe's way)")
+        print(f"{'model':<26} {'before':>10} {'now':>10} {'gain':>6}")
+        rates = {(name, precision): (threaded, side_by_side) for name, precision, threaded, side_by_side in results}
+        for name in names:
+            before, now = rates[name, "32"][0] * args.batch, rates[name, "bf16"][1] * args.batch
+            print(f"{name:<26} {before:>10.1f} {now:>10.1f} {now / before:>5.2f}x", flush=True)
     return results
 
 

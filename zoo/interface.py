@@ -126,6 +126,23 @@ def lr_factor(step: int, warmup: int, schedule: str, total: int | None,
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(progress)))) if progress else 1.0
 
 
+def training_flops(model: L.LightningModule, loss_fn: Callable[[], Tensor | dict[str, Tensor]]) -> float:
+    """FLOPs of `loss_fn()`'s forward and of the backward of its loss (the sum of a dict's entries that carry a
+    gradient), counted by torch's FLOP counter in training mode; gradients are cleared afterwards."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = loss_fn()
+        losses = out.values() if isinstance(out, dict) else [out]
+        sum(loss for loss in losses if loss.requires_grad).backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return float(counter.get_total_flops())
+
+
 class VideoGenerator(L.LightningModule, abc.ABC):
     """Abstract LightningModule for a video generator.
 
@@ -178,6 +195,11 @@ class VideoGenerator(L.LightningModule, abc.ABC):
 
         Return a scalar, or a dict whose "loss" entry is optimised and whose other entries are logged.
         """
+
+    def training_flops_per_step(self, batch: dict[str, Any]) -> float:
+        """FLOPs of a training step's forward and backward on `batch` (torch's FLOP counter; the optimizer's
+        elementwise update is not counted). A model whose steps differ in cost overrides this with their mean."""
+        return training_flops(self, lambda: self.compute_loss(batch))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)

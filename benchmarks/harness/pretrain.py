@@ -38,23 +38,6 @@ def pretrain_settings(recipe: Recipe, row: str) -> dict[str, Any]:
             "config_path": settings.config_path, "overrides": settings.overrides, "model": settings.model}
 
 
-def training_flops_per_step(model: VideoGenerator, batch: dict[str, Any]) -> int:
-    """FLOPs of one training step's forward and backward on `batch` (torch's FLOP counter; the optimizer's
-    elementwise update is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss = model.compute_loss(batch)
-        loss = loss if isinstance(loss, torch.Tensor) else sum(loss.values())
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return int(counter.get_total_flops())
-
-
 def _prompted_videos(model: VideoGenerator, dataset: str, num_videos: int, seed: int, data: dict[str, Any] | None,
                      batch_size: int, num_frames: int) -> Iterator[tuple[Tensor, dict[str, Any]]]:
     """`(videos, batch)`: `num_frames`-frame videos prompted with the first `num_videos` test clips' captions, from one
@@ -131,7 +114,7 @@ def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | N
     probe = VideoDataModule(protocol.dataset.name, batch_size=trainer.batch_size,
                             overrides={**data, "num_frames": model.clip_length}, seed=trainer.seed)
     probe.setup("fit")
-    flops_per_step = training_flops_per_step(model, next(iter(probe.train_dataloader())))
+    flops_per_step = round(model.training_flops_per_step(next(iter(probe.train_dataloader()))))
     card = {
         "recipe": recipe.name, "settings": pretrain_settings(recipe, row), "protocol": protocol.name,
         "steps": result.steps, "batch_size": trainer.batch_size, "clips_seen": result.steps * trainer.batch_size,

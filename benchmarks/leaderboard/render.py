@@ -58,11 +58,12 @@ def format_cost(key: str, value: float | None) -> str:
 
 
 UNCERTAINTY = (
-    "Values are the mean over seeds; `± h` is the half-width of the 95% bootstrap interval (1000 draws with a fixed, "
-    "recorded seed, resampling the generated videos and, for FVD/FID/KVD, the real clips; the interval's ends are "
-    "in each result file and the CSV). It is the uncertainty of the metric at the protocol's sample counts: "
-    "FVD/FID are biased upwards by O(features / samples), so compare only at equal counts. `(sd s)` is the "
-    "standard deviation over seeds when there are several (the interval then pools the seeds' draws)."
+    "Values are the mean over seeds; `± h` is the half-width of the 95% bootstrap interval (the protocol's number of "
+    "draws, 1000 unless it sets `bootstrap_draws`, from a fixed seed, both recorded in each result) resampling the "
+    "generated videos and, for FVD/FID/KVD, the real clips; the interval's ends are in each result file and the "
+    "CSV. It is the uncertainty of the metric at the protocol's sample counts: FVD/FID are biased upwards by "
+    "O(features / samples), so compare only at equal counts. `(sd s)` is the standard deviation over seeds when "
+    "there are several (the interval then pools the seeds' draws)."
 )
 
 

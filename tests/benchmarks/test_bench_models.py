@@ -108,11 +108,16 @@ def test_lanes_compares_one_threaded_process_with_one_thread_processes_side_by_s
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY_INTERLEAVED))
     results = main(["--models", "interleaved_latent", "--config", str(config), "--batch", "2", "--train-steps", "1",
-                    "--precisions", "32", "--lanes", "2"])
-    ((name, precision, threaded, side_by_side),) = results
-    assert (name, precision) == ("interleaved_latent", "32")
+                    "--precisions", "32,bf16", "--lanes", "2"])
+    ((name, precision, threaded, side_by_side), bf16) = results
+    assert (name, precision, bf16[:2]) == ("interleaved_latent", "32", ("interleaved_latent", "bf16"))
     assert threaded > 0 and side_by_side > 0 and math.isfinite(threaded + side_by_side)
     output = capsys.readouterr().out
     row = re.search(r"^interleaved_latent\s+32\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", output, re.M)
     assert row is not None and "1 x 2 threads" in output and "2 x 1 thread" in output
     assert float(row.group(3)) == pytest.approx(side_by_side / threaded, abs=0.01)
+    # The before/after: fp32 in one two-thread process against bf16 in two one-thread processes, in clips/s.
+    summary = re.search(r"^interleaved_latent\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", output, re.M)
+    assert summary is not None and "fp32 in 1 x 2 threads (before) vs bf16 in 2 x 1 thread" in output
+    assert float(summary.group(1)) == pytest.approx(2 * threaded, abs=0.06)
+    assert float(summary.group(2)) == pytest.approx(2 * bf16[3], abs=0.06)

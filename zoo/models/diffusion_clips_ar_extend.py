@@ -21,7 +21,8 @@ AR's view of `clip_length` frames; training puts the clip's own last frames ther
 history (`ar_view`); the output ends with the end clip verbatim. With an end clip, the opening clip covers at most
 half of the gap, so the AR, which sees the end clip, writes the approach (`opening_length`).
 
-Training: both parts learn jointly on data clips (loss = diffusion + `ar_loss_weight` * AR cross-entropy). The
+Training: both parts learn jointly on data clips (loss = diffusion + `ar_loss_weight` * AR cross-entropy, the AR
+term on every `ar_every_n_steps`-th step: how a compute budget is split between the parts). The
 denoiser learns with random known first frames (channel-concat + mask), so caller context also conditions the
 opening clip; prompts are dropped for guidance. Scripts: the denoiser takes a prompt per frame; the AR re-prefixes
 (re-fills its cache) when the prompt of the frame it writes changes.
@@ -42,7 +43,7 @@ from zoo.components.denoiser import LatentVideoDenoiser
 from zoo.components.sampling import DiffusionConfig, DiffusionProcess
 from zoo.components.text import NULL_PROMPT, build_text_encoder, drop_prompts, encode_prompts_per_frame
 from zoo.config import ConfigError
-from zoo.interface import Conditioning, ModelConfig, VideoGenerator, autoencoder_field
+from zoo.interface import Conditioning, ModelConfig, VideoGenerator, autoencoder_field, training_flops
 from zoo.registry import register_model
 
 
@@ -54,6 +55,9 @@ class DiffusionClipsARExtendConfig(ModelConfig):
     end_prefix_frames: end-clip frames the AR sees as prefix; end_probability: share of AR batches trained with one.
     end_view_history: frames of history the AR's view keeps once the end clip joins it (the rest is gap + end clip).
     temperature / top_k (0 = off): AR token sampling. use_kv_cache: cached decoding (same samples, faster).
+    ar_every_n_steps: the AR part trains on every n-th step only, how a compute budget is split between the parts
+    (its next-token step costs more than the denoiser's); skipped steps give its weights no gradient, so under DDP
+    they need `strategy: ddp_find_unused_parameters_true`.
     """
 
     kl_autoencoder: str = autoencoder_field("kl")
@@ -80,6 +84,7 @@ class DiffusionClipsARExtendConfig(ModelConfig):
     top_k: int = 0
     use_kv_cache: bool = True
     ar_loss_weight: float = 1.0
+    ar_every_n_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.clip_length < 2:
@@ -96,6 +101,8 @@ class DiffusionClipsARExtendConfig(ModelConfig):
         for name in ("text_dropout", "context_probability", "end_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.ar_every_n_steps < 1:
+            raise ConfigError(f"ar_every_n_steps must be >= 1 (1: the AR trains every step), got {self.ar_every_n_steps}")
         if self.temperature <= 0 or self.top_k < 0:
             raise ConfigError(f"need temperature > 0 and top_k >= 0 (0 = off), got {self.temperature} and {self.top_k}")
 
@@ -170,13 +177,23 @@ class DiffusionClipsARExtend(VideoGenerator):
 
     # ---- training ------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Both parts on the same clips: denoising loss on KL latents + next-token cross-entropy on VQ tokens."""
+        """Both parts on the same clips: denoising loss on KL latents + next-token cross-entropy on VQ tokens (the
+        latter on every `ar_every_n_steps`-th step)."""
         video = batch["video"]
         prompts = drop_prompts(list(batch["text"]), self.config.text_dropout, None)
         diffusion_loss = self._diffusion_loss(video, prompts)
-        ar_loss = self._ar_loss(video, prompts)
-        loss = diffusion_loss + self.config.ar_loss_weight * ar_loss
-        return {"loss": loss, "diffusion": diffusion_loss.detach(), "ar": ar_loss.detach()}
+        losses = {"loss": diffusion_loss, "diffusion": diffusion_loss.detach()}
+        if self.global_step % self.config.ar_every_n_steps == 0:  # by step, so every DDP rank decides alike
+            ar_loss = self._ar_loss(video, prompts)
+            losses["loss"] = diffusion_loss + self.config.ar_loss_weight * ar_loss
+            losses["ar"] = ar_loss.detach()
+        return losses
+
+    def training_flops_per_step(self, batch: dict[str, Any]) -> float:
+        """The mean over `ar_every_n_steps` steps: the denoiser's every step, the AR part's on one of them."""
+        video, prompts = batch["video"], list(batch["text"])
+        return (training_flops(self, lambda: self._diffusion_loss(video, prompts))
+                + training_flops(self, lambda: self._ar_loss(video, prompts)) / self.config.ar_every_n_steps)
 
     def _diffusion_loss(self, video: Tensor, prompts: list[str]) -> Tensor:
         """Denoising loss on the frames not given as context (a random number of known first frames per clip)."""

@@ -201,3 +201,41 @@ def test_both_parts_learn_on_moving_digits(tmp_path):
     assert before["ar"] > 6.0 and after["ar"] < marginal, (
         f"ar {before['ar']:.3f} -> {after['ar']:.3f} vs {marginal:.3f}"
     )
+
+
+def test_ar_every_n_steps_trains_the_ar_part_on_those_steps_only():
+    """The budget split: on a skipped step the AR part gets no gradient (its weights stay put under AdamW) and the
+    loss is the denoiser's alone; on every n-th step both learn, as with the default of 1."""
+    torch.manual_seed(0)
+    model = create_model(NAME, **TINY, ar_every_n_steps=3).train()
+    batch = {"video": _frames(2, 4, 0), "text": ["a 1 moving left"] * 2}
+    ar_parameters = list(model.ar.parameters())
+    for step, trains_ar in ((0, True), (1, False), (2, False), (3, True)):
+        model.zero_grad(set_to_none=True)
+        with torch.random.fork_rng(), pytest.MonkeyPatch.context() as patch:
+            torch.manual_seed(1)
+            patch.setattr(type(model), "global_step", property(lambda self, step=step: step))
+            losses = model.compute_loss(batch)
+        losses["loss"].backward()
+        assert ("ar" in losses) is trains_ar
+        assert any(p.grad is not None for p in ar_parameters) is trains_ar, step
+        assert torch.equal(losses["loss"], losses["diffusion"] + losses["ar"] if trains_ar else losses["diffusion"])
+    assert next(iter(model.denoiser.parameters())).grad is not None
+    with pytest.raises(ConfigError, match="ar_every_n_steps must be >= 1"):
+        create_model(NAME, ar_every_n_steps=0)
+
+
+def test_training_flops_per_step_average_the_steps_that_skip_the_ar_part():
+    """Cards state FLOPs per step x steps: with the AR part on one step in n, a step costs the denoiser's FLOPs plus
+    1/n of the AR part's; with n = 1 that is the whole compute_loss, as the interface counts it."""
+    from zoo.interface import training_flops
+
+    batch = {"video": _frames(2, 4, 0), "text": ["a 1 moving left"] * 2}
+    torch.manual_seed(0)
+    every_step = create_model(NAME, **TINY, end_probability=0.0)  # no end-clip prefix: every AR step costs alike
+    whole = training_flops(every_step, lambda: every_step.compute_loss(batch))
+    assert every_step.training_flops_per_step(batch) == pytest.approx(whole)
+    one_in_four = create_model(NAME, **TINY, end_probability=0.0, ar_every_n_steps=4)
+    denoiser = training_flops(one_in_four, lambda: one_in_four._diffusion_loss(batch["video"], batch["text"]))
+    assert one_in_four.training_flops_per_step(batch) == pytest.approx(denoiser + (whole - denoiser) / 4)
+    assert whole > 1.5 * denoiser
