@@ -126,18 +126,21 @@ def lr_factor(step: int, warmup: int, schedule: str, total: int | None,
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(progress)))) if progress else 1.0
 
 
+def optimised_loss(out: Tensor | dict[str, Tensor]) -> Tensor:
+    """The loss a training step optimises from what `compute_loss` returns: the scalar, or a dict's "loss" entry."""
+    return out["loss"] if isinstance(out, dict) else out
+
+
 def training_flops(model: L.LightningModule, loss_fn: Callable[[], Tensor | dict[str, Tensor]]) -> float:
-    """FLOPs of `loss_fn()`'s forward and of the backward of its loss (the sum of a dict's entries that carry a
-    gradient), counted by torch's FLOP counter in training mode; gradients are cleared afterwards."""
+    """FLOPs of `loss_fn()`'s forward and of the backward of the loss it returns (`optimised_loss`), counted by
+    torch's FLOP counter in training mode; gradients are cleared afterwards."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.train()
     counter = FlopCounterMode(display=False)
     with counter:
-        out = loss_fn()
-        losses = out.values() if isinstance(out, dict) else [out]
-        sum(loss for loss in losses if loss.requires_grad).backward()
+        optimised_loss(loss_fn()).backward()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return float(counter.get_total_flops())
@@ -216,8 +219,7 @@ class VideoGenerator(L.LightningModule, abc.ABC):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        out = self.compute_loss(batch)
-        loss = out["loss"] if isinstance(out, dict) else out
+        loss = optimised_loss(self.compute_loss(batch))
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0], sync_dist=True)
         return loss
 
