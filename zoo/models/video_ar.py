@@ -9,7 +9,9 @@ every position attends (classifier-free guidance mixes the logits of the prompt 
 frames are encoded to tokens and teacher-forced; sampling is token by token (temperature / top-k) with a KV cache.
 
 Each input slot holds the previous token plus learned embeddings of the position of the token it predicts (cell
-within the frame, frame within the view) on top of the transformer's rotary positions. Videos longer than a clip
+within the frame, frame within the view) on top of the transformer's rotary positions; with `text_to_slots` also the
+prompt's pooled embedding (projected), a direct path from the prompt to every token, as `text_to_head` gives the
+next-latent AR heads. Videos longer than a clip
 slide a view of the last `clip_length - 1` frames; the cache is re-filled whenever the view slides or the prompt
 changes (scripts re-prefix at segment boundaries), so every frame is written in the situation training showed.
 """
@@ -38,6 +40,7 @@ class VideoARConfig(ModelConfig):
     text_dropout: share of training prompts replaced by "" (teaches the unconditional branch for guidance).
     guidance_scale: classifier-free guidance on the prompt (1 = none). temperature / top_k (0 = off): sampling.
     use_kv_cache: cached decoding; gives the same samples as the uncached reference, faster.
+    text_to_slots: add the prompt's pooled embedding (projected) to every token slot's input, not only the prefix.
     """
 
     autoencoder: str = autoencoder_field("vq")
@@ -49,6 +52,7 @@ class VideoARConfig(ModelConfig):
     top_k: int = 0
     guidance_scale: float = 1.0
     use_kv_cache: bool = True
+    text_to_slots: bool = False
 
     def __post_init__(self) -> None:
         if self.clip_length < 2:
@@ -85,6 +89,7 @@ class VideoAR(VideoGenerator):
         codebook_size = self.autoencoder.codebook_size
         self.transformer = CausalTransformer(config.ar, vocab_size=codebook_size)
         self.slot_embed = TokenSlotEmbedding(codebook_size, self.tokens_per_frame, config.clip_length, width)
+        self.text_to_slots = nn.Linear(config.text_dim, width) if config.text_to_slots else None
 
     def metadata(self) -> dict[str, Any]:
         """Base facts plus the sampling cost knobs the throughput report needs."""
@@ -103,8 +108,8 @@ class VideoAR(VideoGenerator):
         prompts = drop_prompts(prompts, self.config.text_dropout)
         with torch.no_grad():
             stream = self.autoencoder.encode_video_tokens(video).flatten(1)  # [B, T*h*w], raster within a frame
-        prefix, prefix_mask = self._prefix(prompts)
-        inputs = torch.cat([prefix, self.slot_embed(stream, 0, stream.shape[1])], dim=1)
+        prefix, prefix_mask, slot_bias = self._prefix(prompts)
+        inputs = torch.cat([prefix, self.slot_embed(stream, 0, stream.shape[1]) + slot_bias], dim=1)
         # Raster order: plain causal attention over tokens (block_size 1), after the bidirectional prefix.
         hidden, _ = self.transformer(inputs, prefix_len=prefix.shape[1], prefix_mask=prefix_mask)
         logits = self.transformer.token_head(hidden[:, prefix.shape[1] :])
@@ -142,19 +147,29 @@ class VideoAR(VideoGenerator):
         def view_of(frame: int) -> tuple[int, tuple[str, ...]]:
             return max(0, frame - (self.clip_length - 1)), tuple(video[frame] for video in prompts)
 
+        slot_bias: Tensor | float = 0.0  # the current view's prompt term, one row per stream
+
         def prefix_of(frame: int, start: int) -> tuple[Tensor, Tensor]:
+            nonlocal slot_bias
             frame_prompts = [video[frame] for video in prompts]
             guided = config.guidance_scale != 1.0 and any(p != NULL_PROMPT for p in frame_prompts)
-            return self._prefix(frame_prompts + [NULL_PROMPT] * num_videos if guided else frame_prompts)
+            streams = frame_prompts + [NULL_PROMPT] * num_videos if guided else frame_prompts
+            prefix, mask, slot_bias = self._prefix(streams)
+            return prefix, mask
+
+        def embed_slots(stream: Tensor, first_slot: int, num_slots: int) -> Tensor:
+            return self.slot_embed(stream, first_slot, num_slots) + slot_bias
 
         sampling = TokenSampling(config.temperature, config.top_k, config.guidance_scale, config.use_kv_cache)
         return write_frames(
-            self.transformer, self.slot_embed, tokens, num_frames, view_of, prefix_of, self.clip_length, generator,
+            self.transformer, embed_slots, tokens, num_frames, view_of, prefix_of, self.clip_length, generator,
             sampling,
         )
 
     # ---- the transformer's inputs ------------------------------------------------------------------------
-    def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        """Text prefix `[B, L, dim]` and its mask `[B, L]` (True = real token)."""
-        text, mask, _ = self.text_encoder.encode(prompts)
-        return self.text_proj(text), mask
+    def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor, Tensor | float]:
+        """Text prefix `[B, L, dim]`, its mask `[B, L]` (True = real token) and what every token slot adds: the
+        projected pooled prompt `[B, 1, dim]` with `text_to_slots`, else 0."""
+        text, mask, pooled = self.text_encoder.encode(prompts)
+        slot_bias = self.text_to_slots(pooled)[:, None] if self.text_to_slots is not None else 0.0
+        return self.text_proj(text), mask, slot_bias

@@ -63,6 +63,26 @@ def test_kv_cache_gives_the_same_samples(model, cond):
     assert torch.equal(cached, uncached)
 
 
+def test_text_to_slots_gives_every_slot_the_prompt_and_keeps_cached_sampling_exact():
+    torch.manual_seed(0)
+    model = create_model("video_ar", overrides={**TINY, "text_to_slots": True}).eval()
+    prefix, mask, slot_bias = model._prefix(["a 3 moving left", "a 7 moving up"])
+    assert slot_bias.shape == (2, 1, model.config.ar.dim) and not torch.allclose(slot_bias[0], slot_bias[1])
+    loss = model.compute_loss({"video": torch.rand(2, 3, 1, 32, 32), "text": ["a 3 moving left", "a 7 moving up"]})
+    loss.backward()
+    assert model.text_to_slots.weight.grad.abs().sum() > 0, "the loss reaches the prompt through the slots"
+    model.zero_grad()
+    model.config.guidance_scale = 2.0
+    cond = Conditioning(script=[("a 1 moving up", 2), ("a 7 moving down", 2)])
+    cached = model.generate(2, 4, cond=cond, generator=3)
+    model.config.use_kv_cache = False
+    assert torch.equal(model.generate(2, 4, cond=cond, generator=3), cached)
+    with torch.no_grad():
+        model.text_to_slots.bias.add_(1.0)  # sampling reads the slot term: moving it moves the samples
+    assert not torch.equal(model.generate(2, 4, cond=cond, generator=3), cached)
+    assert create_model("video_ar", overrides=TINY).text_to_slots is None, "off by default: the shipped tiny config"
+
+
 def test_context_frames_are_kept_and_condition_the_rest(model):
     context = torch.rand(2, 2, 1, 32, 32)
     videos = model.generate(2, 3, cond=Conditioning(context=context), generator=0)
