@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -51,6 +52,22 @@ def _noisy_real(protocol, count: int = 16, seed: int = 0) -> torch.Tensor:
 def _same_scores(a: dict, b: dict) -> None:
     assert a["metrics"] == b["metrics"]
     assert a["curves"] == b["curves"]
+
+
+def _close(a, b, where: str = "") -> None:
+    """Equal, floats to 1e-9 relative: the same videos read in other batches sum their features in another order."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15), f"{where}: {a} != {b}"
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +126,10 @@ def test_video_files_score_like_shards_and_twice_gives_identical_results(toy_env
                                                                             "count": 14, "seed": 7}
     shard_path, shard_result = score_external(tmp_path / "shards", protocol, tmp_path / "out")
     first_path, first = score_external(mixed, protocol, tmp_path / "out")
-    # Lossless files decode to the very same uint8 videos, so every number matches the shards'.
-    _same_scores(first, shard_result)
+    # Lossless files decode to the very same uint8 videos, so every number matches the shards' (to the rounding of
+    # summing 14 + 1 + 1 videos' features instead of 16: 2e-15 relative in FVD on torch 2.14.1).
+    _close(first["metrics"], shard_result["metrics"], "metrics")
+    _close(first["curves"], shard_result["curves"], "curves")
     assert first["metrics"]["fvd_pixels@1x"]["value"] > 0
     assert first["metrics"]["prompt_adherence_brightness@1x"]["value"] is not None
     assert first["id"] == "my_model.toy_digits_external" and shard_path.name == "external.test.seed0.json"
