@@ -530,9 +530,11 @@ def shrink_codebook(ae: FrameAutoencoder, frames: Sequence[Tensor], size: int, i
     ae._require_vq()
     if not 0 < size <= ae.codebook_size:
         raise ValueError(f"size must be in [1, {ae.codebook_size}], got {size}")
-    vectors = torch.cat([ae._pre_latents(batch).permute(0, 2, 3, 1).flatten(0, 2) for batch in frames])
+    pre = [ae._pre_latents(batch) for batch in frames]
+    vectors = torch.cat([p.permute(0, 2, 3, 1).flatten(0, 2) for p in pre])
+    codes = torch.cat([ae._quantize(p)[2].flatten() for p in pre])
+    usage = torch.bincount(codes, minlength=ae.codebook_size)
     codebook = ae.model.quantize.embedding.weight
-    usage = torch.bincount(torch.cdist(vectors, codebook).argmin(dim=1), minlength=codebook.shape[0])
     centres = codebook[usage.argsort(descending=True, stable=True)[:size]].clone()
     for _ in range(iterations):
         nearest = torch.cdist(vectors, centres).argmin(dim=1)
