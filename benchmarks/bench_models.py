@@ -229,15 +229,23 @@ def time_lanes(name: str, config: str | None, overrides: Mapping[str, Any], batc
 
 @dataclass
 class ProtocolCost:
-    """Generation seconds per video of one model at each of a protocol's rollouts (`{rollout: seconds}`)."""
+    """Generation seconds per video of one model at each of a protocol's rollouts (`{rollout: seconds}`);
+    `shares_prefixes`: its shorter rollouts' videos come from its longer ones (`share_rollout_prefixes`)."""
 
     model: str
     batch: int
     seconds_per_video: dict[int, float]
+    shares_prefixes: bool = False
 
     def cost(self, videos: dict[int, int]) -> float:
-        """Seconds to generate `videos[rollout]` videos at each rollout."""
-        return sum(self.seconds_per_video[r] * n for r, n in videos.items() if r in self.seconds_per_video)
+        """Seconds to generate `videos[rollout]` videos at each rollout (less those a longer rollout makes)."""
+        total = 0.0
+        for rollout, count in videos.items():
+            if rollout in self.seconds_per_video:
+                longer = [n for r, n in videos.items() if r > rollout and r in self.seconds_per_video]
+                made_longer = min(count, max(longer)) if self.shares_prefixes and longer else 0
+                total += self.seconds_per_video[rollout] * (count - made_longer)
+        return total
 
 
 def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, config: str | None = None
@@ -261,7 +269,8 @@ def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, co
             manifest = generate_samples(model, protocol, reference, Path(scratch) / f"{rollout}x", 0, rollout,
                                         name, "timing")
             per_video[rollout] = manifest.sampling_seconds / videos
-    return ProtocolCost(name, protocol.batch_size, per_video)
+    return ProtocolCost(name, protocol.batch_size, per_video,
+                        protocol.share_rollout_prefixes and model.prefix_consistent)
 
 
 def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolCost]:

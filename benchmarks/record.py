@@ -231,7 +231,7 @@ class ResultRecord:
         name, _, own_tag = first.generator.partition(".")
         tag = tag or own_tag or ("heldout" if source == "real" else f"{protocol.name}_external")
         base = next((m for m in manifests if m.rollout == 1), first)
-        frames = base.num_videos * base.num_frames
+        frames = base.timed_frames
         stage_seconds = {f"sampling_{m.rollout}x": round(m.sampling_seconds, 2) for m in manifests
                          if m.sampling_seconds is not None}
         held = {m.rollout for m in manifests}

@@ -151,11 +151,16 @@ class VideoGenerator(L.LightningModule, abc.ABC):
 
     Subclasses set `strategy`, `supported_conditions`, `can_extend`, and implement `compute_loss`
     (a scalar training loss on a datamodule batch) and `generate_inner` (sampling).
+    `prefix_consistent` declares that a longer rollout starts as a shorter one: with the same seed and conditions,
+    the first n frames of `generate(..., m > n frames)` equal `generate(..., n frames)` bit for bit (true of models
+    that draw frames, or windows, in time order with their noise drawn frame by frame); a benchmark then takes the
+    short rollouts' videos from the long ones instead of generating them again.
     """
 
     strategy: ClassVar[str] = "abstract"
     supported_conditions: ClassVar[frozenset[str]] = frozenset()
     can_extend: ClassVar[bool] = True
+    prefix_consistent: ClassVar[bool] = False
     model_name: str = "unregistered"
 
     def __init__(self, config: ModelConfig) -> None:

@@ -7,7 +7,7 @@ The only place that joins the zoo and the metrics. `zoo bench <recipe>` -> `run_
 """
 
 from benchmarks.harness.external import SamplesRejected, check_samples, score_external
-from benchmarks.harness.generation import generate_samples
+from benchmarks.harness.generation import generate_rollouts, generate_samples
 from benchmarks.harness.protocol import MetricSpec, Protocol, list_protocols, load_protocol, metric_key
 from benchmarks.harness.recipe import Recipe, list_recipes, load_recipe, resolve_models
 from benchmarks.harness.reference import ReferenceSet, load_reference
@@ -28,6 +28,7 @@ __all__ = [
     "SamplesRejected",
     "build_reference_statistics",
     "check_samples",
+    "generate_rollouts",
     "generate_samples",
     "list_protocols",
     "list_recipes",

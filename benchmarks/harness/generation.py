@@ -7,7 +7,7 @@ index, so the folder holds exactly the videos one process would write, and rank 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -68,43 +68,86 @@ def generate_samples(
     generator_version: str,
     on_batch: Callable[[int], None] | None = None,
 ) -> SampleManifest:
-    """Generate `protocol.num_videos(rollout)` videos of `rollout * frames` frames into a sample folder.
+    """Generate `protocol.num_videos(rollout)` videos of `rollout * frames` frames into a sample folder
+    (`generate_rollouts` for one rollout)."""
+    return generate_rollouts(model, protocol, reference, {rollout: folder}, seed, generator_name, generator_version,
+                             on_batch)[rollout]
 
-    Video i is conditioned on real clip `i % num_real`; `on_batch(n)` reports this rank's progress. Returns the
-    manifest (on every rank), whose `sampling_seconds` times the generate calls alone, summed over ranks.
+
+def batch_groups(protocol: Protocol, batch_index: int, share_prefixes: bool) -> list[list[int]]:
+    """The rollouts that have a batch `batch_index`, grouped by the generation call that makes it: one per rollout,
+    or, sharing prefixes, one per set of rollouts whose batch holds the same real clips (ascending: the longest is
+    generated, the others are its first frames, and the shortest gives the batch its seed)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    start = batch_index * protocol.batch_size
+    for rollout in sorted(protocol.rollouts):
+        clips = tuple(protocol.reference_indices(rollout)[start:start + protocol.batch_size])
+        if clips:
+            groups.setdefault(clips if share_prefixes else (rollout,), []).append(rollout)
+    return list(groups.values())
+
+
+def generate_rollouts(
+    model: VideoGenerator,
+    protocol: Protocol,
+    reference: ReferenceSet,
+    folders: Mapping[int, str | Path],
+    seed: int,
+    generator_name: str,
+    generator_version: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[int, SampleManifest]:
+    """Generate the protocol's videos of each rollout in `folders` (`{rollout: sample folder}`).
+
+    Video i of a rollout is conditioned on real clip `i % num_real`. Under `protocol.share_rollout_prefixes` a
+    prefix-consistent model makes a batch once, at the longest rollout that holds it (`batch_groups`), and writes
+    its first frames as the shorter rollouts' batch (`prefix_of_rollout` in their manifests; bit for bit what
+    generating them would give, as the batch's seed is the shortest rollout's): 512 videos at 1x and 256 at 2x
+    then cost 256 at 2x and 256 at 1x. `on_batch(n)` reports this rank's progress in videos. Each manifest's
+    `sampling_seconds` times the generate calls made at its own length, summed over ranks.
     """
     rank, world_size = rank_and_world_size()
     kind = conditioned_on(model, protocol)
-    num_frames = protocol.num_frames(rollout)
-    writer = SampleWriter(folder)
-    num_videos = protocol.num_videos(rollout)
-    indices_all = protocol.reference_indices(rollout)
-    prompts: list[str | None] = [reference.texts[i] if kind == "text" else None for i in indices_all]
-    seconds = 0.0
-    for batch_index, start in enumerate(range(0, num_videos, protocol.batch_size)):
+    share_prefixes = protocol.share_rollout_prefixes and model.prefix_consistent
+    writers = {rollout: SampleWriter(folder) for rollout, folder in folders.items()}
+    seconds = dict.fromkeys(folders, 0.0)
+    for batch_index in range(max(-(-protocol.num_videos(r) // protocol.batch_size) for r in folders)):
         if batch_index % world_size != rank:
             continue
-        indices = indices_all[start:start + protocol.batch_size]
-        cond = _conditioning(protocol, kind, reference, indices)
-        this_seed = batch_seed(seed, rollout, batch_index)
-        generator = torch.Generator(device=model.device).manual_seed(this_seed)
-        _synchronize(model.device)
-        started = time.perf_counter()
-        videos = model.generate(len(indices), num_frames, cond=cond, generator=generator)
-        _synchronize(model.device)
-        seconds += time.perf_counter() - started
-        writer.add(videos, seed=this_seed, index=batch_index)
-        if on_batch is not None:
-            on_batch(len(indices))
-    writer.files = sorted(gather_lists(writer.files), key=lambda entry: entry["file"])
-    manifest = SampleManifest(
-        protocol=protocol.name, protocol_hash=protocol.hash, generator=generator_name,
-        generator_version=generator_version, seed=seed, rollout=rollout, num_frames=num_frames,
-        context_frames=protocol.context_frames, conditioned_on=kind, fps=protocol.fps, prompts=prompts,
-        reference_index=indices_all, files=writer.files, sampling_seconds=sum(gather_lists([seconds])),
-        batch_size=protocol.batch_size, num_parameters=model.num_parameters, hardware=hardware(model.device),
-    )
-    if rank == 0:
-        writer.close(manifest)
-    barrier()  # no rank reads the folder before its manifest exists
-    return manifest
+        for group in batch_groups(protocol, batch_index, share_prefixes):
+            wanted = [rollout for rollout in group if rollout in folders]
+            if not wanted:
+                continue
+            rollout = wanted[-1]
+            start = batch_index * protocol.batch_size
+            indices = protocol.reference_indices(rollout)[start:start + protocol.batch_size]
+            this_seed = batch_seed(seed, group[0], batch_index)
+            generator = torch.Generator(device=model.device).manual_seed(this_seed)
+            _synchronize(model.device)
+            started = time.perf_counter()
+            videos = model.generate(len(indices), protocol.num_frames(rollout),
+                                    cond=_conditioning(protocol, kind, reference, indices), generator=generator)
+            _synchronize(model.device)
+            seconds[rollout] += time.perf_counter() - started
+            writers[rollout].add(videos, seed=this_seed, index=batch_index)
+            for shorter in wanted[:-1]:
+                writers[shorter].add(videos[:, : protocol.num_frames(shorter)], seed=this_seed, index=batch_index,
+                                     prefix_of_rollout=rollout)
+            if on_batch is not None:
+                on_batch(len(indices) * len(wanted))
+    manifests = {}
+    for rollout, writer in writers.items():
+        indices_all = protocol.reference_indices(rollout)
+        writer.files = sorted(gather_lists(writer.files), key=lambda entry: entry["file"])
+        manifests[rollout] = SampleManifest(
+            protocol=protocol.name, protocol_hash=protocol.hash, generator=generator_name,
+            generator_version=generator_version, seed=seed, rollout=rollout, num_frames=protocol.num_frames(rollout),
+            context_frames=protocol.context_frames, conditioned_on=kind, fps=protocol.fps,
+            prompts=[reference.texts[i] if kind == "text" else None for i in indices_all],
+            reference_index=indices_all, files=writer.files, sampling_seconds=sum(gather_lists([seconds[rollout]])),
+            batch_size=protocol.batch_size, num_parameters=model.num_parameters, hardware=hardware(model.device),
+        )
+        if rank == 0:
+            writer.close(manifests[rollout])
+    barrier()  # no rank reads a folder before its manifest exists
+    return manifests

@@ -81,6 +81,9 @@ class Protocol:
     Generated video i is conditioned on real clip `i % num_real` (its caption for `condition: text`, its first
     `context_frames` frames for `condition: context`), so `num_generated = k * num_real` gives k samples per context.
     Rollouts longer than 1x generate `long_rollout_videos` videos (default `num_generated`): they cost m times more.
+    `share_rollout_prefixes`: a prefix-consistent model's shorter rollouts take the videos they share with a longer
+    one (same real clips, same batch) from its first frames instead of generating them again (`generate_rollouts`),
+    so the 1x set costs only the videos beyond the longer rollouts' count.
     `bootstrap_draws`: resamples behind every interval and paired rank (recorded in each entry; not hashed).
     """
 
@@ -102,6 +105,7 @@ class Protocol:
     num_real: int = MISSING
     num_generated: int = MISSING
     long_rollout_videos: int | None = None
+    share_rollout_prefixes: bool = False
     batch_size: int = 32
     seeds: list[int] = field(default_factory=lambda: [0])
     bootstrap_draws: int = BootstrapSettings.draws
@@ -116,6 +120,8 @@ class Protocol:
         """sha256 of the canonical JSON of every field that changes a single run's numbers: the spec's own hash,
         which sample manifests and the real-set cache carry (results are keyed by `result_hash`)."""
         pinned = {k: v for k, v in self.to_dict().items() if k not in _UNHASHED_FIELDS}
+        if not self.share_rollout_prefixes:  # added after results were published: hashed only when set
+            del pinned["share_rollout_prefixes"]
         canonical = json.dumps(pinned, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

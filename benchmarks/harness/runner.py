@@ -47,7 +47,7 @@ from benchmarks.harness.distributed import (
     rank_and_world_size,
     rank_zero_first,
 )
-from benchmarks.harness.generation import conditioned_on, generate_samples, unsupported_reason
+from benchmarks.harness.generation import conditioned_on, generate_rollouts, unsupported_reason
 from benchmarks.harness.protocol import Protocol, load_protocol
 from benchmarks.harness.provenance import GitState, PeakMemory, git_state, hardware, provenance
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
@@ -197,22 +197,28 @@ def run_seed(
     seed_dir = run_dir / "samples" / f"seed{seed}"
     made, unsupported, seconds, frames_made = [], {}, None, 0
     stage_seconds: dict[str, float] = {}
+    folders = {}
     for rollout in protocol.rollouts:
         reason = unsupported_reason(model, protocol, rollout)
         if reason is not None:
             unsupported[rollout] = reason
-            continue
-        folder = seed_dir / f"rollout{rollout}x"
-        if not from_rank_zero(_sample_folder_ready(folder, protocol, trained.checkpoint_sha256)):
-            task = progress.add_task(f"{row_id} seed {seed}: sampling {rollout}x", total=protocol.num_videos(rollout))
-            generate_samples(model, protocol, reference, folder, seed, rollout, row_id, trained.checkpoint_sha256,
-                             on_batch=lambda n, task=task: progress.advance(task, n))
-            progress.remove_task(task)
+        else:
+            folders[rollout] = seed_dir / f"rollout{rollout}x"
+    missing = {rollout: folder for rollout, folder in folders.items()
+               if not from_rank_zero(_sample_folder_ready(folder, protocol, trained.checkpoint_sha256))}
+    if missing:
+        rollouts = ", ".join(f"{rollout}x" for rollout in missing)
+        task = progress.add_task(f"{row_id} seed {seed}: sampling {rollouts}",
+                                 total=sum(protocol.num_videos(rollout) for rollout in missing))
+        generate_rollouts(model, protocol, reference, missing, seed, row_id, trained.checkpoint_sha256,
+                          on_batch=lambda n: progress.advance(task, n))
+        progress.remove_task(task)
+    for rollout, folder in folders.items():
         made.append(rollout)
         manifest = read_manifest(folder)
         stage_seconds[f"sampling_{rollout}x"] = round(manifest.sampling_seconds or 0.0, 2)
         if rollout == 1:
-            seconds, frames_made = manifest.sampling_seconds, manifest.num_videos * manifest.num_frames
+            seconds, frames_made = manifest.sampling_seconds, manifest.timed_frames
     scores = {"metrics": {}, "curves": {}, "manifest_sha256": {}, "samples_sha256": {}}
     if made:
         task = progress.add_task(f"{row_id} seed {seed}: scoring", total=None)

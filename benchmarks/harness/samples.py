@@ -41,7 +41,9 @@ class SampleManifest:
     `reference_index[i]` is the real clip video i was conditioned on (its prompt or context frames);
     `prompts[i]` is the prompt it got, or None when the generator was not text-conditioned. A `files` entry is
     `{"file", "count", "seed"}` (seed optional: what that file's videos were generated with).
-    `sampling_seconds` is the wall time of generation at `batch_size` videos per call (None if not measured);
+    `sampling_seconds` is the wall time of generation at `batch_size` videos per call (None if not measured) of the
+    files made at this length: not of those with `prefix_of_rollout` (the first frames of that rollout's videos,
+    generated and timed there; `timed_frames` counts the frames it covers);
     `num_parameters` and `hardware` (`{"device", "name"}`) describe the generator's cost when known.
     `heldout_index[i]` (real-data folders only, generator `real`) is the clip of the protocol's split that video i
     is: held-out real clips scored as a model, each prompted with its own caption.
@@ -71,6 +73,11 @@ class SampleManifest:
     def num_videos(self) -> int:
         return sum(int(entry["count"]) for entry in self.files)
 
+    @property
+    def timed_frames(self) -> int:
+        """The frames `sampling_seconds` covers: those of the files generated at this rollout's length."""
+        return self.num_frames * sum(int(entry["count"]) for entry in self.files if "prefix_of_rollout" not in entry)
+
 
 def to_uint8(videos: Tensor) -> Tensor:
     """`[B, T, C, H, W]` float in [0, 1] -> uint8 (round to nearest), as any saved video would be."""
@@ -91,15 +98,19 @@ class SampleWriter:
         (self.folder / MANIFEST).unlink(missing_ok=True)
         self.files: list[dict[str, Any]] = []
 
-    def add(self, videos: Tensor, seed: int | None = None, index: int | None = None) -> None:
+    def add(self, videos: Tensor, seed: int | None = None, index: int | None = None,
+            prefix_of_rollout: int | None = None) -> None:
         """Add a batch `[B, T, C, H, W]` (float in [0, 1] or uint8) generated with `seed` as shard `index`
-        (default: the next one; ranks that share a folder name their shards by batch index)."""
+        (default: the next one; ranks that share a folder name their shards by batch index); `prefix_of_rollout`:
+        the videos are the first frames of that rollout's, generated there (and timed there)."""
         frames = videos if videos.dtype == torch.uint8 else to_uint8(videos)
         name = f"videos_{len(self.files) if index is None else index:05d}.npz"
         buffer = io.BytesIO()
         np.savez_compressed(buffer, videos=frames.numpy())
         atomic_write_bytes(self.folder / name, buffer.getvalue())
         self.add_file(name, int(frames.shape[0]), seed)
+        if prefix_of_rollout is not None:
+            self.files[-1]["prefix_of_rollout"] = prefix_of_rollout
 
     def add_file(self, name: str, count: int = 1, seed: int | None = None) -> None:
         """Register a file already in the folder: a video file or frame folder (count 1), or an .npz shard."""

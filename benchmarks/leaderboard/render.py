@@ -25,7 +25,7 @@ REPRODUCIBILITY = (
     "From the same trained weights, re-running a seed reproduces every metric to within 1e-4 relative (checked by "
     "`tests/benchmarks/harness/test_harness.py` on the `micro` recipe; re-scoring the shipped moving_digits "
     "checkpoints with a retrained domain network left every other metric identical). On another CPU the same "
-    "weights draw other samples: re-scoring seed 0 of the pretrained moving_digits_eval rows on an Intel Xeon, scored "
+    "weights draw other samples: re-scoring seed 0 of the pretrained moving_digits_eval v2 rows on an Intel Xeon, scored "
     "on an AMD EPYC, moved FVD/FID-domain@1x and prompt adherence by at most 1e-4 relative and the 2x metrics of the "
     "token-AR extension by up to 1.2%, inside their intervals. A row's initial weights depend "
     "on its training seed only, and short CPU trainings are bit-exact run to run; that a whole CPU-budget run "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -102,6 +103,11 @@ def test_protocol_timing_gives_seconds_per_video_at_each_rollout_and_the_cost_of
     assert "512 @1x (s)" in output and "256 @2x (s)" in output
     row = re.search(r"^interleaved_latent\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", output, re.M)
     assert row is not None and math.isclose(float(row.group(5)), total, abs_tol=0.06)
+    # moving_digits does not share rollout prefixes; where a protocol does, the 1x videos a 2x rollout makes are free.
+    assert not cost.shares_prefixes
+    shared = dataclasses.replace(cost, shares_prefixes=True)
+    assert math.isclose(shared.cost({1: 512, 2: 256}), total - 256 * cost.seconds_per_video[1])
+    assert math.isclose(shared.cost({1: 128, 2: 256}), 256 * cost.seconds_per_video[2])
 
 
 def test_lanes_compares_one_threaded_process_with_one_thread_processes_side_by_side(tmp_path, capsys):

@@ -67,6 +67,21 @@ def test_long_rollouts(model, factor):
     assert torch.isfinite(tail).all() and tail.std() > 1e-3
 
 
+def test_prefix_consistent_models_start_long_rollouts_as_short_ones(model):
+    """A benchmark takes a prefix-consistent model's 1x videos from its 2x ones: that must be bit for bit what a 1x
+    generation with the same seed makes, under a prompt and over a window boundary."""
+    declared = {name for name in ZOO_MODELS if get_entry(name).cls.prefix_consistent}
+    assert declared == {"video_diffusion", "interleaved_latent", "video_ar", "diffusion_clips_ar_extend"}, "update this list when a model's sampling order changes"
+    if not model.prefix_consistent:
+        return
+    frames = model.clip_length
+    text = Conditioning(text=["a 3 moving left", "a 7 and a 1 moving down"])
+    short = model.generate(2, frames, cond=text, generator=3)
+    long = model.generate(2, 2 * frames, cond=text, generator=3)
+    assert torch.equal(long[:, :frames], short)
+    assert not torch.equal(long[:, frames:], long[:, :frames])
+
+
 @pytest.mark.parametrize("kind", CONDITION_KINDS)
 def test_conditions_accepted_or_rejected(model, kind):
     frames = model.clip_length

@@ -33,6 +33,9 @@ class DiffusionConfig:
 
     prediction_type: "epsilon" or "v_prediction"; sampler: "dpmpp" (DPM-Solver++), "ddim" or "ddpm".
     guidance_scale: classifier-free guidance weight at sampling; 1 means plain conditional sampling.
+    frame_noise_correlation: for video latents `[B, T, ...]`, the share of the noise's variance that every frame of
+    a video has in common (PYoCo's mixed noise prior, Ge et al. 2023), in training and sampling alike; 0 draws each
+    frame's noise independently.
     """
 
     num_train_timesteps: int = 1000
@@ -43,6 +46,7 @@ class DiffusionConfig:
     sampler: str = "dpmpp"
     num_sampling_steps: int = 10
     guidance_scale: float = 1.0
+    frame_noise_correlation: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, choices in (
@@ -58,6 +62,10 @@ class DiffusionConfig:
             raise ConfigError(
                 "epsilon prediction is unstable with the cosine schedule's near-zero final SNR; "
                 "use diffusion.prediction_type=v_prediction or diffusion.beta_schedule=scaled_linear"
+            )
+        if not 0.0 <= self.frame_noise_correlation < 1.0:
+            raise ConfigError(
+                f"diffusion.frame_noise_correlation must be in [0, 1), got {self.frame_noise_correlation}"
             )
         if not 1 <= self.num_sampling_steps <= self.num_train_timesteps:
             raise ConfigError(
@@ -97,6 +105,19 @@ class DiffusionProcess:
         """Denoiser evaluations per sample without guidance (doubled with guidance)."""
         return self.config.num_sampling_steps
 
+    def noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        """Standard normal noise of `shape`; for videos `[B, T, ...]` with `frame_noise_correlation` rho, each frame's
+        is `sqrt(rho) shared + sqrt(1 - rho) own`, so every frame is still N(0, 1) and frames correlate by rho."""
+        own = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        rho = self.config.frame_noise_correlation
+        if rho == 0.0 or len(shape) < 5:
+            return own
+        shared = randn_tensor((shape[0], 1, *shape[2:]), generator=generator, device=device, dtype=dtype)
+        return rho**0.5 * shared + (1.0 - rho) ** 0.5 * own
+
     # ---- training ------------------------------------------------------------------------------------
     def sample_timesteps(
         self, shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | str = "cpu"
@@ -132,7 +153,7 @@ class DiffusionProcess:
         weight: Tensor | None = None,
     ) -> Tensor:
         """Noise `x0` at `timesteps`, run `denoise_fn(x_t, timesteps)` and return the loss against the target."""
-        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noise = self.noise(x0.shape, generator, x0.device, x0.dtype)
         prediction = denoise_fn(self.add_noise(x0, noise, timesteps), timesteps)
         return self.loss(prediction, self.training_target(x0, noise, timesteps), weight)
 
@@ -180,12 +201,12 @@ class DiffusionProcess:
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         guided = uncond_fn is not None and scale != 1.0
         scheduler = self.make_sampler(num_steps, device)
-        x = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        x = self.noise(shape, generator, device, dtype)
         for t in scheduler.timesteps:
             t_batch = t.expand(shape[0])
             if known is not None:
                 values, mask = known
-                noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                noise = self.noise(shape, generator, device, dtype)
                 x = torch.where(mask.bool(), self.add_noise(values, noise, t_batch), x)
             model_input = scheduler.scale_model_input(x, t)
             prediction = denoise_fn(model_input, t_batch)

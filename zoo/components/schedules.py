@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from zoo.components.sampling import DiffusionProcess
@@ -184,7 +183,7 @@ def sample_with_schedule(
     if shape[1] != schedule.num_frames:
         raise ValueError(f"shape has {shape[1]} frames but the schedule {schedule.num_frames}")
     device = torch.device(device) if device is not None else generator.device
-    x = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    x = process.noise(shape, generator, device, dtype)
     context = schedule.context.to(device)
     if context.any():
         if known is None:

@@ -138,6 +138,7 @@ class DiffusionClipsARExtend(VideoGenerator):
     """Latent video diffusion for the opening clip, then VQ-token AR extension / interpolation with a KV cache."""
 
     strategy = "diffusion_clips_ar_extend"
+    prefix_consistent = True
     supported_conditions = frozenset({"text", "context", "script", "end_context"})
 
     def __init__(self, config: DiffusionClipsARExtendConfig) -> None:

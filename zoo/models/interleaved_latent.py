@@ -81,6 +81,7 @@ class InterleavedLatent(VideoGenerator):
     """Block-causal AR over KL latents with a per-token diffusion head; text, context and script conditioning."""
 
     strategy = "interleaved_latent"
+    prefix_consistent = True
     supported_conditions = frozenset({"text", "context", "script"})
 
     def __init__(self, config: InterleavedLatentConfig) -> None:

@@ -71,6 +71,7 @@ class VideoAR(VideoGenerator):
     """VideoGPT-style next-token prediction over the VQ tokens of every frame, with a text prefix and a KV cache."""
 
     strategy = "pure_ar"
+    prefix_consistent = True
     supported_conditions = frozenset({"text", "context", "script"})
 
     def __init__(self, config: VideoARConfig) -> None:

@@ -41,6 +41,7 @@ class VideoDiffusion(VideoGenerator):
     """Latent video diffusion with text, context and script conditioning; extends by sliding windows."""
 
     strategy = "pure_diffusion"
+    prefix_consistent = True
     supported_conditions = frozenset({"text", "context", "script"})
 
     def __init__(self, config: VideoDiffusionConfig) -> None:

@@ -26,11 +26,13 @@ from toy_harness import (
 
 from benchmarks.harness import (
     SamplesError,
+    generate_rollouts,
     list_protocols,
     list_recipes,
     load_protocol,
     load_recipe,
     load_reference,
+    read_manifest,
     read_samples,
     resolve_models,
     run_recipe,
@@ -42,7 +44,7 @@ from benchmarks.harness.runner import run_settings_sha256
 from benchmarks.harness.scoring import ExtractorCache, weights_sha256
 from benchmarks.leaderboard import load_boards, load_result
 from zoo.config import ConfigError
-from zoo.registry import MODELS, list_models
+from zoo.registry import MODELS, create_model, list_models
 
 
 # ---- protocols and recipes ---------------------------------------------------------------------------------------
@@ -106,7 +108,8 @@ def test_protocol_base_is_the_named_protocol_with_the_variants_keys_on_top(tmp_p
     assert loaded.to_dict() == expected.to_dict() and loaded.hash == expected.hash
     assert loaded.dataset.name == "moving_digits" and loaded.metrics == expected.metrics  # lists come from the base
     evaluation = load_protocol("moving_digits_eval")  # the shipped variant: evidence-grade counts, same metrics
-    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 512, 128)
+    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 512, 256)
+    assert evaluation.share_rollout_prefixes
     assert evaluation.metrics == load_protocol("moving_digits").metrics and len(evaluation.seeds) >= 3
     loop = tmp_path / "loop.yaml"
     loop.write_text(f"base: {loop}\nname: loop\n")
@@ -187,6 +190,45 @@ def test_score_samples_scores_an_external_folder(toy_env, tmp_path):
     # Never 0 for what cannot be computed: not prompted -> prompt adherence is missing, with the reason.
     adherence = worse["metrics"]["prompt_adherence_brightness@1x"]
     assert adherence["value"] is None and "not prompted" in adherence["missing_reason"]
+
+
+def test_shared_rollout_prefixes_make_the_same_videos_with_fewer_generate_calls(toy_env, tmp_path):
+    from toy_harness import PrefixToyGenerator
+
+    counts = ["num_generated=24", "long_rollout_videos=12"]  # batches of 8: 1x 8+8+8, 2x 8+4
+    separate = load_protocol(toy_env, counts)
+    shared = load_protocol(toy_env, [*counts, "share_rollout_prefixes=true"])
+    # Off by default and then not hashed: published protocols keep their hash (and their results stay finished).
+    assert load_protocol(toy_env, [*counts, "share_rollout_prefixes=false"]).hash == separate.hash != shared.hash
+    reference = load_reference(separate)
+    model = create_model("harness_toy_prefix").eval()
+
+    def generate(protocol, folder):
+        PrefixToyGenerator.calls = 0
+        manifests = generate_rollouts(model, protocol, reference, {1: folder / "1x", 2: folder / "2x"}, 0, "toy",
+                                      "v1")
+        return manifests, PrefixToyGenerator.calls, {r: read_samples(folder / f"{r}x")[0] for r in (1, 2)}
+
+    plain_manifests, plain_calls, plain = generate(separate, tmp_path / "separate")
+    manifests, calls, videos = generate(shared, tmp_path / "shared")
+    # Batch 0 (clips 0-7 at both lengths) is made once, at 2x; the 2x batch of clips 8-11 is not the 1x one's.
+    assert (plain_calls, calls) == (5, 4)
+    assert torch.equal(videos[1], plain[1]), "the 1x videos must be what generating them alone gives"
+    assert torch.equal(videos[2][:8, :8], videos[1][:8]) and torch.equal(videos[2][8:], plain[2][8:])
+    assert not torch.equal(videos[2][:8], plain[2][:8])  # seeded as the 1x batch it extends
+    files = read_manifest(tmp_path / "shared" / "1x").files
+    assert [entry.get("prefix_of_rollout") for entry in files] == [2, None, None]
+    assert files[0]["seed"] == read_manifest(tmp_path / "shared" / "2x").files[0]["seed"] == plain_manifests[1].files[0]["seed"]
+    # Seconds per frame are measured on the videos generated at that length only.
+    assert manifests[1].timed_frames == 16 * 8 and plain_manifests[1].timed_frames == 24 * 8
+    assert score_samples(tmp_path / "shared", shared)["metrics"]["fvd_pixels@2x"]["num_fake"] == 12
+    # A model that does not declare it generates every rollout on its own, under either protocol.
+    toy = create_model("harness_toy").eval()
+    for protocol, folder in ((separate, tmp_path / "toy_separate"), (shared, tmp_path / "toy_shared")):
+        generate_rollouts(toy, protocol, reference, {1: folder / "1x", 2: folder / "2x"}, 0, "toy", "v1")
+    for rollout in (1, 2):
+        assert torch.equal(read_samples(tmp_path / "toy_shared" / f"{rollout}x")[0],
+                           read_samples(tmp_path / "toy_separate" / f"{rollout}x")[0])
 
 
 def test_a_pinned_reference_hash_guards_the_data(toy_env):
@@ -443,8 +485,6 @@ def test_recipe_variants_run_one_model_as_several_rows(toy_env, tmp_path):
 def test_every_row_of_the_cpu_recipes_builds_for_its_protocol(name):
     """Each row's model, built with the recipe's settings, makes the protocol's frames (e.g. RGB autoencoders for
     bouncing_shapes): a recipe fails here, not an hour into `zoo bench`."""
-    from zoo.registry import create_model
-
     recipe = load_recipe(name)
     protocol = load_protocol(recipe.protocol, recipe.protocol_overrides)
     for row in resolve_models(recipe):

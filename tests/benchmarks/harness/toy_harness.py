@@ -97,6 +97,23 @@ class ShortToyGenerator(ToyGenerator):
     can_extend = False
 
 
+@register_model("harness_toy_prefix", config=ToyConfig)
+class PrefixToyGenerator(ToyGenerator):
+    """Draws its noise frame by frame, so a longer video starts as a shorter one (prefix-consistent); counts its
+    generate calls."""
+
+    prefix_consistent = True
+    calls = 0
+
+    def generate_inner(self, num_videos, num_frames, cond, generator):
+        type(self).calls += 1
+        digits = torch.tensor([_digit(prompt) for prompt in cond.text], device=self.device)
+        base = ((digits.float() + 1) / 11).view(-1, 1, 1, 1)
+        frames = [base + self.config.noise * (torch.rand(num_videos, *self.frame_size, generator=generator) - 0.5)
+                  for _ in range(num_frames)]
+        return torch.stack(frames, dim=1).clamp(0, 1)
+
+
 # ---- tiny extractors: pixel statistics, exact and fast -----------------------------------------------------------
 class PixelClipStats(nn.Module):
     num_features = 3

@@ -164,3 +164,24 @@ def test_known_values_are_pinned_exactly_and_steer_the_rest():
     assert torch.equal(out[:, :2], values[:, :2])
     free = process.sample(denoise, (2, 4, 3), torch.Generator().manual_seed(0))
     assert not torch.allclose(out[:, 2:], free[:, 2:])
+
+
+def test_video_noise_correlates_frames_as_configured():
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (4000, 6, 2, 2, 2)
+    # Unchanged at rho 0: the shipped weights retrain, and sample, bit for bit.
+    assert torch.equal(DiffusionProcess(DiffusionConfig()).noise(shape, torch.Generator().manual_seed(0), "cpu",
+                                                                  torch.float32),
+                       randn_tensor(shape, generator=torch.Generator().manual_seed(0)))
+    for rho in (0.0, 0.5):
+        process = DiffusionProcess(DiffusionConfig(frame_noise_correlation=rho))
+        noise = process.noise(shape, torch.Generator().manual_seed(1), "cpu", torch.float32)
+        assert noise.var().item() == pytest.approx(1.0, abs=0.02)
+        assert (noise[:, 0] * noise[:, 4]).mean().item() == pytest.approx(rho, abs=0.03)
+    # Frames (not videos) are drawn as before.
+    flat = DiffusionProcess(DiffusionConfig(frame_noise_correlation=0.5))
+    assert torch.equal(flat.noise((5, 3), torch.Generator().manual_seed(0), "cpu", torch.float32),
+                       torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ConfigError, match="frame_noise_correlation"):
+        DiffusionConfig(frame_noise_correlation=1.0)
