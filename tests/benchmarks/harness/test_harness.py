@@ -108,8 +108,7 @@ def test_protocol_base_is_the_named_protocol_with_the_variants_keys_on_top(tmp_p
     assert loaded.to_dict() == expected.to_dict() and loaded.hash == expected.hash
     assert loaded.dataset.name == "moving_digits" and loaded.metrics == expected.metrics  # lists come from the base
     evaluation = load_protocol("moving_digits_eval")  # the shipped variant: evidence-grade counts, same metrics
-    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 512, 256)
-    assert evaluation.share_rollout_prefixes
+    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 512, 128)
     assert evaluation.metrics == load_protocol("moving_digits").metrics and len(evaluation.seeds) >= 3
     loop = tmp_path / "loop.yaml"
     loop.write_text(f"base: {loop}\nname: loop\n")
