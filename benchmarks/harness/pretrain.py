@@ -105,6 +105,8 @@ def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | N
     L.seed_everything(trainer.seed, verbose=False)  # the init depends on the training seed only, as under `zoo bench`
     model = create_model(settings.model, config_path=settings.config_path,
                          overrides=model_overrides(recipe, protocol, row))
+    # Resolved before training: a protocol or recipe file edited during a 30-minute run must not fail its card.
+    settings_record = pretrain_settings(recipe, row)
     run_dir = Path(recipe.runs_dir) / "pretrain" / recipe.pretrained_id(row)
     shutil.rmtree(run_dir, ignore_errors=True)  # from scratch: never resume a run made under other settings
     cpu_started = time.process_time()
@@ -116,7 +118,7 @@ def pretrain_row(recipe: Recipe, row: str, quality_videos: int, folder: Path | N
     probe.setup("fit")
     flops_per_step = round(model.training_flops_per_step(next(iter(probe.train_dataloader()))))
     card = {
-        "recipe": recipe.name, "settings": pretrain_settings(recipe, row), "protocol": protocol.name,
+        "recipe": recipe.name, "settings": settings_record, "protocol": protocol.name,
         "steps": result.steps, "batch_size": trainer.batch_size, "clips_seen": result.steps * trainer.batch_size,
         "train_seconds": round(result.seconds, 1), "cpu_minutes": round(cpu_minutes, 1),
         "threads": torch.get_num_threads(), "flops_per_step": flops_per_step, "flops": flops_per_step * result.steps,
