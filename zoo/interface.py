@@ -153,7 +153,7 @@ class VideoGenerator(L.LightningModule, abc.ABC):
     (a scalar training loss on a datamodule batch) and `generate_inner` (sampling).
     `prefix_consistent` declares that a longer rollout starts as a shorter one: with the same seed and conditions,
     the first n frames of `generate(..., m > n frames)` equal `generate(..., n frames)` bit for bit (true of models
-    that draw frames, or windows, in time order with their noise drawn frame by frame); a benchmark then takes the
+    that make frames, or windows, in time order and draw no noise for later ones first); a benchmark then takes the
     short rollouts' videos from the long ones instead of generating them again.
     """
 

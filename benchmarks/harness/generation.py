@@ -74,16 +74,16 @@ def generate_samples(
                              on_batch)[rollout]
 
 
-def batch_groups(protocol: Protocol, batch_index: int, share_prefixes: bool) -> list[list[int]]:
-    """The rollouts that have a batch `batch_index`, grouped by the generation call that makes it: one per rollout,
-    or, sharing prefixes, one per set of rollouts whose batch holds the same real clips (ascending: the longest is
-    generated, the others are its first frames, and the shortest gives the batch its seed)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
+def batch_groups(protocol: Protocol, batch_index: int, share_prefixes: bool) -> list[tuple[list[int], list[int]]]:
+    """`(rollouts, clips)` per generation call that makes batch `batch_index` (the real clips its videos are
+    conditioned on): one call per rollout, or, sharing prefixes, one per set of rollouts whose batch holds the same
+    clips (ascending: the longest is generated, the others are its first frames, the shortest gives the seed)."""
+    groups: dict[tuple[int, ...], tuple[list[int], list[int]]] = {}
     start = batch_index * protocol.batch_size
     for rollout in sorted(protocol.rollouts):
-        clips = tuple(protocol.reference_indices(rollout)[start:start + protocol.batch_size])
+        clips = protocol.reference_indices(rollout)[start:start + protocol.batch_size]
         if clips:
-            groups.setdefault(clips if share_prefixes else (rollout,), []).append(rollout)
+            groups.setdefault(tuple(clips) if share_prefixes else (rollout,), ([], clips))[0].append(rollout)
     return list(groups.values())
 
 
@@ -114,13 +114,11 @@ def generate_rollouts(
     for batch_index in range(max(-(-protocol.num_videos(r) // protocol.batch_size) for r in folders)):
         if batch_index % world_size != rank:
             continue
-        for group in batch_groups(protocol, batch_index, share_prefixes):
+        for group, indices in batch_groups(protocol, batch_index, share_prefixes):
             wanted = [rollout for rollout in group if rollout in folders]
             if not wanted:
                 continue
             rollout = wanted[-1]
-            start = batch_index * protocol.batch_size
-            indices = protocol.reference_indices(rollout)[start:start + protocol.batch_size]
             this_seed = batch_seed(seed, group[0], batch_index)
             generator = torch.Generator(device=model.device).manual_seed(this_seed)
             _synchronize(model.device)

@@ -71,7 +71,8 @@ def test_prefix_consistent_models_start_long_rollouts_as_short_ones(model):
     """A benchmark takes a prefix-consistent model's 1x videos from its 2x ones: that must be bit for bit what a 1x
     generation with the same seed makes, under a prompt and over a window boundary."""
     declared = {name for name in ZOO_MODELS if get_entry(name).cls.prefix_consistent}
-    assert declared == {"video_diffusion", "interleaved_latent", "video_ar", "diffusion_clips_ar_extend"}, "update this list when a model's sampling order changes"
+    assert declared == {"video_diffusion", "interleaved_latent", "video_ar", "diffusion_clips_ar_extend"}, \
+        "update this list when a model's sampling order changes"
     if not model.prefix_consistent:
         return
     frames = model.clip_length

@@ -217,7 +217,8 @@ def test_shared_rollout_prefixes_make_the_same_videos_with_fewer_generate_calls(
     assert not torch.equal(videos[2][:8], plain[2][:8])  # seeded as the 1x batch it extends
     files = read_manifest(tmp_path / "shared" / "1x").files
     assert [entry.get("prefix_of_rollout") for entry in files] == [2, None, None]
-    assert files[0]["seed"] == read_manifest(tmp_path / "shared" / "2x").files[0]["seed"] == plain_manifests[1].files[0]["seed"]
+    shared_2x_seed = read_manifest(tmp_path / "shared" / "2x").files[0]["seed"]
+    assert files[0]["seed"] == shared_2x_seed == plain_manifests[1].files[0]["seed"]
     # Seconds per frame are measured on the videos generated at that length only.
     assert manifests[1].timed_frames == 16 * 8 and plain_manifests[1].timed_frames == 24 * 8
     assert score_samples(tmp_path / "shared", shared)["metrics"]["fvd_pixels@2x"]["num_fake"] == 12
