@@ -14,7 +14,9 @@ clips/s of fp32 in one N-thread process against bf16 in N one-thread processes.
 
 `--protocol moving_digits` instead times generation as `zoo bench` does it under that protocol (its batch size,
 frame shape, rollout lengths and conditioning, through `generate_samples`) and prints seconds per generated video
-at each rollout and what `--videos` videos per rollout (default: the protocol's counts) would cost per model.
+at each rollout and what `--videos` videos per rollout (default: the protocol's counts) would cost per model;
+`--recipe` builds each model as that recipe does, and `--sampling-precisions 32-true,bf16-mixed` times each model in
+both, side by side, with the speed-up over the first.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from omegaconf import OmegaConf
 
 from zoo.config import parse_overrides
 from zoo.interface import Conditioning, VideoGenerator
+from zoo.precision import SAMPLING_PRECISIONS
 from zoo.registry import create_model, list_models, model_config
 from zoo.training import CPUBF16Mixed
 
@@ -229,13 +232,15 @@ def time_lanes(name: str, config: str | None, overrides: Mapping[str, Any], batc
 
 @dataclass
 class ProtocolCost:
-    """Generation seconds per video of one model at each of a protocol's rollouts (`{rollout: seconds}`);
-    `shares_prefixes`: its shorter rollouts' videos come from its longer ones (`share_rollout_prefixes`)."""
+    """Generation seconds per video of one model at each of a protocol's rollouts (`{rollout: seconds}`) when it
+    samples in `sampling_precision`; `shares_prefixes`: its shorter rollouts' videos come from its longer ones
+    (`share_rollout_prefixes`)."""
 
     model: str
     batch: int
     seconds_per_video: dict[int, float]
     shares_prefixes: bool = False
+    sampling_precision: str = "32-true"
 
     def cost(self, videos: dict[int, int]) -> float:
         """Seconds to generate `videos[rollout]` videos at each rollout (less those a longer rollout makes)."""
@@ -248,10 +253,12 @@ class ProtocolCost:
         return total
 
 
-def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, config: str | None = None
+def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, config: str | None = None,
+                             overrides: Mapping[str, Any] | None = None, sampling_precision: str | None = None
                              ) -> ProtocolCost:
     """Seconds per video of model `name` generated as `zoo bench` generates under the protocol: `batches` batches
-    of its `batch_size` per rollout, its frame shape and conditioning, written to a scratch sample folder."""
+    of its `batch_size` per rollout, its frame shape and conditioning, written to a scratch sample folder; built
+    from `config` and `overrides`, sampling in `sampling_precision` (default: as configured)."""
     from benchmarks.harness import generate_samples, load_protocol, load_reference
 
     protocol = load_protocol(protocol_name)
@@ -259,8 +266,10 @@ def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, co
     protocol = dataclasses.replace(protocol, num_generated=videos, long_rollout_videos=videos)
     reference = load_reference(protocol)
     torch.manual_seed(0)
-    model = create_model(name, config_path=config,
-                         overrides={"image_size": protocol.resolution, "channels": protocol.channels}).eval()
+    model = create_model(name, config_path=config, overrides={
+        **(overrides or {}), "image_size": protocol.resolution, "channels": protocol.channels}).eval()
+    if sampling_precision is not None:
+        model.config.sampling_precision = sampling_precision
     per_video = {}
     with tempfile.TemporaryDirectory() as scratch:
         for rollout in protocol.rollouts:
@@ -270,7 +279,7 @@ def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, co
                                         name, "timing")
             per_video[rollout] = manifest.sampling_seconds / videos
     return ProtocolCost(name, protocol.batch_size, per_video,
-                        protocol.share_rollout_prefixes and model.prefix_consistent)
+                        protocol.share_rollout_prefixes and model.prefix_consistent, model.config.sampling_precision)
 
 
 def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolCost]:
@@ -282,19 +291,26 @@ def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolC
     if len(counts) != len(protocol.rollouts):
         raise SystemExit(f"--videos needs one count per rollout of {protocol.name} ({protocol.rollouts})")
     wanted = dict(zip(protocol.rollouts, counts, strict=True))
+    precisions = [p.strip() for p in args.sampling_precisions.split(",") if p.strip()] or [None]
     print(f"# protocol {protocol.name}: batch {protocol.batch_size}, {protocol.frames} frames per 1x, "
           f"{protocol.condition}-conditioned; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
-          f"random weights (timing only)")
+          f"{_configs_label(args)} configs, random weights (timing only)")
     columns = [f"s/video {r}x" for r in protocol.rollouts] + [f"{n} @{r}x (s)" for r, n in wanted.items()]
-    print(f"{'model':<26} " + " ".join(f"{c:>14}" for c in columns) + f" {'total (s)':>10}")
+    print(f"{'model':<26} {'sampling':<10} " + " ".join(f"{c:>14}" for c in columns) + f" {'total (s)':>10}"
+          + (f" {'speed-up':>8}" if len(precisions) > 1 else ""))
     results = []
     for name in names:
-        cost = time_protocol_generation(name, args.protocol, args.batches, args.config)
-        results.append(cost)
-        cells = [cost.seconds_per_video.get(r) for r in protocol.rollouts]
-        cells += [cost.cost({r: n}) if r in cost.seconds_per_video else None for r, n in wanted.items()]
-        print(f"{name:<26} " + " ".join(f"{'-' if c is None else f'{c:.3f}':>14}" for c in cells)
-              + f" {cost.cost(wanted):>10.1f}", flush=True)
+        config, overrides = _row_config(args, name)
+        first = None
+        for precision in precisions:
+            cost = time_protocol_generation(name, args.protocol, args.batches, config, overrides, precision)
+            results.append(cost)
+            first = first or cost
+            cells = [cost.seconds_per_video.get(r) for r in protocol.rollouts]
+            cells += [cost.cost({r: n}) if r in cost.seconds_per_video else None for r, n in wanted.items()]
+            print(f"{name:<26} {cost.sampling_precision:<10} "
+                  + " ".join(f"{'-' if c is None else f'{c:.3f}':>14}" for c in cells) + f" {cost.cost(wanted):>10.1f}"
+                  + (f" {first.cost(wanted) / cost.cost(wanted):>7.2f}x" if len(precisions) > 1 else ""), flush=True)
     return results
 
 
@@ -364,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
     parser.add_argument("--videos", default=None,
                         help="with --protocol: comma-separated videos per rollout to cost (default: the protocol's)")
     parser.add_argument("--batches", type=int, default=1, help="with --protocol: timed batches per rollout")
+    parser.add_argument("--sampling-precisions", default="",
+                        help="with --protocol: comma-separated sampling precisions timed side by side "
+                             f"({', '.join(SAMPLING_PRECISIONS)}; default: each model's own)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -375,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
     precisions = [value.strip() for value in args.precisions.split(",") if value.strip()]
     if unknown := sorted(set(precisions) - set(PRECISIONS)):
         parser.error(f"unknown precision '{unknown[0]}'; use {', '.join(PRECISIONS)}")
+    sampling = {p.strip() for p in args.sampling_precisions.split(",") if p.strip()}
+    if unknown := sorted(sampling - set(SAMPLING_PRECISIONS)):
+        parser.error(f"unknown sampling precision '{unknown[0]}'; use {', '.join(SAMPLING_PRECISIONS)}")
     if args.protocol is not None:
         return _protocol_main(args, names)
     if args.lanes:

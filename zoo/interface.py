@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from zoo.config import ConfigError
+from zoo.precision import SAMPLING_PRECISIONS, sampling_context
 
 CONDITION_KINDS = ("text", "context", "script", "end_context")
 # "constant" after warm-up, or "cosine": decay to 0 at the end of the run (max_steps or a compute budget).
@@ -87,6 +88,9 @@ class ModelConfig:
     and a budgeted run's decay follows the CPU time it used (its steps are not known in advance).
     ema_decay: exponential moving average of the weights that sampling uses (0 = none); its decay warms up as
     min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs average only their last steps.
+    sampling_precision: what `generate` runs in, named as Lightning names precisions: "32-true" (float32) or
+    "bf16-mixed" (bfloat16 autocast, on CPU with attention in float32, as bf16-mixed training runs; the output is
+    float32 either way). On AVX512-BF16 it samples the denoisers 1.3-1.7x faster (README "Throughput").
     """
 
     image_size: int = 32
@@ -97,9 +101,10 @@ class ModelConfig:
     lr_warmup_steps: int = 0
     lr_schedule: str = "constant"
     ema_decay: float = 0.0
+    sampling_precision: str = "32-true"
 
-    def check_optimisation(self) -> None:
-        """One-line errors for the optimisation fields (called by `VideoGenerator`, so a model config's own
+    def check_shared_fields(self) -> None:
+        """One-line errors for the fields every model config has (called by `VideoGenerator`, so a model config's own
         `__post_init__` need not remember to call this one)."""
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got '{self.lr_schedule}'")
@@ -107,6 +112,9 @@ class ModelConfig:
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = no EMA), got {self.ema_decay}")
         if self.lr_warmup_steps < 0:
             raise ConfigError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
+        if self.sampling_precision not in SAMPLING_PRECISIONS:
+            raise ConfigError(f"sampling_precision must be one of {list(SAMPLING_PRECISIONS)}, "
+                              f"got '{self.sampling_precision}'")
 
 
 def lr_factor(step: int, warmup: int, schedule: str, total: int | None,
@@ -165,7 +173,7 @@ class VideoGenerator(L.LightningModule, abc.ABC):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        config.check_optimisation()
+        config.check_shared_fields()
         self.config = config
         # Stored as a plain dict so Lightning checkpoints reload without unpickling dataclasses.
         self.save_hyperparameters({"model_name": self.model_name, "config": dataclasses.asdict(config)})
@@ -272,7 +280,8 @@ class VideoGenerator(L.LightningModule, abc.ABC):
         self.eval()
         try:
             cond = self._conditioning_on_device(cond)
-            videos = self.generate_inner(num_videos, num_frames, cond, generator)
+            with sampling_context(self.config.sampling_precision, self.device):
+                videos = self.generate_inner(num_videos, num_frames, cond, generator)
         finally:
             self.train(was_training)
         expected = (num_videos, num_frames, *self.frame_size)

@@ -24,12 +24,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, Weight
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
-from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 from hvz_registry import unknown_name
 from zoo.config import ConfigError, build_config, config_dir, load_yaml, parse_overrides
 from zoo.interface import VideoGenerator
+from zoo.precision import Float32Attention
 
 
 @dataclass
@@ -111,34 +110,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_float32(value: Any) -> Any:
-    return value.float() if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16 else value
-
-
-def _bfloat16_on_cpu(tensor: torch.Tensor) -> bool:
-    """Whether `tensor` enters attention as bfloat16 on CPU: it is, or CPU autocast would cast it to bfloat16."""
-    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return tensor.device.type == "cpu" and (tensor.dtype == torch.bfloat16 or autocast)
-
-
-class Float32Attention(TorchFunctionMode):
-    """Runs `scaled_dot_product_attention` in float32 where it would run in bfloat16 on CPU (bfloat16 inputs, or
-    float32 ones under bfloat16 autocast), its output cast to bfloat16 as that would have returned.
-
-    On CPU, PyTorch's bfloat16 flash attention is slower than float32's (forward + backward of one tiny-config
-    attention: 30 ms against 5), while bfloat16 matmuls and convolutions run ~2.5x faster than float32 on AVX512-BF16
-    (`python -m benchmarks.bench_models --precisions 32,bf16-sdpa,bf16`). The backward follows the forward's dtype.
-    """
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if func is not F.scaled_dot_product_attention or not _bfloat16_on_cpu(args[0] if args else kwargs["query"]):
-            return func(*args, **kwargs)
-        with torch.autocast("cpu", enabled=False):
-            out = func(*map(_as_float32, args), **{key: _as_float32(value) for key, value in kwargs.items()})
-        return out.to(torch.bfloat16)
 
 
 class CPUBF16Mixed(MixedPrecision):

@@ -6,6 +6,9 @@ index, so the folder holds exactly the videos one process would write, and rank 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -87,6 +90,11 @@ def batch_groups(protocol: Protocol, batch_index: int, share_prefixes: bool) -> 
     return list(groups.values())
 
 
+def config_sha256(model: VideoGenerator) -> str:
+    """sha256 of the config `model` samples under: with the checkpoint's, what decides a sample folder's videos."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(model.config), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def generate_rollouts(
     model: VideoGenerator,
     protocol: Protocol,
@@ -144,6 +152,7 @@ def generate_rollouts(
             prompts=[reference.texts[i] if kind == "text" else None for i in indices_all],
             reference_index=indices_all, files=writer.files, sampling_seconds=sum(gather_lists([seconds[rollout]])),
             batch_size=protocol.batch_size, num_parameters=model.num_parameters, hardware=hardware(model.device),
+            generator_config_sha256=config_sha256(model),
         )
         if rank == 0:
             writer.close(manifests[rollout])

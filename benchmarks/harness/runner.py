@@ -47,7 +47,7 @@ from benchmarks.harness.distributed import (
     rank_and_world_size,
     rank_zero_first,
 )
-from benchmarks.harness.generation import conditioned_on, generate_rollouts, unsupported_reason
+from benchmarks.harness.generation import conditioned_on, config_sha256, generate_rollouts, unsupported_reason
 from benchmarks.harness.protocol import Protocol, load_protocol
 from benchmarks.harness.provenance import GitState, PeakMemory, git_state, hardware, provenance
 from benchmarks.harness.recipe import Recipe, load_recipe, resolve_models
@@ -176,12 +176,14 @@ def is_finished(path: Path, protocol: Protocol, settings_sha256: str) -> bool:
             and record.provenance.get("run_settings_sha256") == settings_sha256)
 
 
-def _sample_folder_ready(folder: Path, protocol: Protocol, version: str) -> bool:
+def _sample_folder_ready(folder: Path, protocol: Protocol, version: str, model: VideoGenerator) -> bool:
+    """Whether `folder` holds this protocol's videos of these weights (`version`) sampled under `model`'s config."""
     try:
         manifest = read_manifest(folder)
     except SamplesError:
         return False
-    return manifest.protocol_hash == protocol.hash and manifest.generator_version == version
+    return (manifest.protocol_hash == protocol.hash and manifest.generator_version == version
+            and manifest.generator_config_sha256 == config_sha256(model))
 
 
 def run_seed(
@@ -205,7 +207,7 @@ def run_seed(
         else:
             folders[rollout] = seed_dir / f"rollout{rollout}x"
     missing = {rollout: folder for rollout, folder in folders.items()
-               if not from_rank_zero(_sample_folder_ready(folder, protocol, trained.checkpoint_sha256))}
+               if not from_rank_zero(_sample_folder_ready(folder, protocol, trained.checkpoint_sha256, model))}
     if missing:
         rollouts = ", ".join(f"{rollout}x" for rollout in missing)
         task = progress.add_task(f"{row_id} seed {seed}: sampling {rollouts}",

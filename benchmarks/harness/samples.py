@@ -45,6 +45,8 @@ class SampleManifest:
     files made at this length: not of those with `prefix_of_rollout` (the first frames of that rollout's videos,
     generated and timed there; `timed_frames` counts the frames it covers);
     `num_parameters` and `hardware` (`{"device", "name"}`) describe the generator's cost when known.
+    `generator_config_sha256` identifies the config a zoo model sampled under (`config_sha256`): the same weights
+    sampled at another guidance scale or precision make other videos.
     `heldout_index[i]` (real-data folders only, generator `real`) is the clip of the protocol's split that video i
     is: held-out real clips scored as a model, each prompted with its own caption.
     """
@@ -67,6 +69,7 @@ class SampleManifest:
     num_parameters: int | None = None
     hardware: dict[str, Any] | None = None
     heldout_index: list[int] | None = None
+    generator_config_sha256: str | None = None
     format: str = FORMAT
 
     @property

@@ -101,13 +101,33 @@ def test_protocol_timing_gives_seconds_per_video_at_each_rollout_and_the_cost_of
     assert math.isclose(cost.cost({1: 512, 2: 256}), total)
     output = capsys.readouterr().out
     assert "512 @1x (s)" in output and "256 @2x (s)" in output
-    row = re.search(r"^interleaved_latent\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", output, re.M)
+    row = re.search(r"^interleaved_latent\s+32-true\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
+                    output, re.M)
     assert row is not None and math.isclose(float(row.group(5)), total, abs_tol=0.06)
     # moving_digits does not share rollout prefixes; where a protocol does, the 1x videos a 2x rollout makes are free.
     assert not cost.shares_prefixes
     shared = dataclasses.replace(cost, shares_prefixes=True)
     assert math.isclose(shared.cost({1: 512, 2: 256}), total - 256 * cost.seconds_per_video[1])
     assert math.isclose(shared.cost({1: 128, 2: 256}), 256 * cost.seconds_per_video[2])
+
+
+def test_protocol_timing_puts_sampling_precisions_side_by_side(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_INTERLEAVED))
+    costs = main(["--protocol", "moving_digits", "--models", "interleaved_latent", "--config", str(config),
+                  "--sampling-precisions", "32-true,bf16-mixed"])
+    assert [cost.sampling_precision for cost in costs] == ["32-true", "bf16-mixed"]
+    output = capsys.readouterr().out
+    rows = re.findall(r"^interleaved_latent\s+(32-true|bf16-mixed)\s.*\s([\d.]+)\s+([\d.]+)x$", output, re.M)
+    assert [precision for precision, _, _ in rows] == ["32-true", "bf16-mixed"]
+    wanted = {1: 64, 2: 32}  # moving_digits' counts
+    for (_, total, speedup), cost in zip(rows, costs, strict=True):
+        assert math.isclose(float(total), cost.cost(wanted), abs_tol=0.06)
+        assert math.isclose(float(speedup), costs[0].cost(wanted) / cost.cost(wanted), abs_tol=0.006)
+    with pytest.raises(SystemExit):
+        main(["--protocol", "moving_digits", "--models", "interleaved_latent", "--sampling-precisions", "bf16"])
+    assert "unknown sampling precision 'bf16'" in capsys.readouterr().err
 
 
 def test_lanes_compares_one_threaded_process_with_one_thread_processes_side_by_side(tmp_path, capsys):

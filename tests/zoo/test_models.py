@@ -112,3 +112,36 @@ def test_checkpoint_round_trips_give_identical_samples(model, tmp_path):
     exported = export_safetensors(model, tmp_path / "export.safetensors")
     from_safetensors = load_model(exported)
     torch.testing.assert_close(from_safetensors.generate(1, model.clip_length, generator=5), reference, atol=0, rtol=0)
+
+
+def test_bf16_sampling_runs_in_bfloat16_and_keeps_seeds_and_prefixes(model):
+    """`sampling_precision: bf16-mixed` (what the pretrained zoo samples with) runs the layers in bfloat16, returns
+    float32 videos near the float32 sampling's, and keeps what the benchmark relies on: same seed, same videos, and
+    a prefix-consistent model's long rollout starting as its short one."""
+    frames = model.clip_length
+    text = Conditioning(text=["a 3 moving left", "a 7 and a 1 moving down"])
+    in_float32 = model.generate(2, frames, cond=text, generator=3)
+    dtypes = set()
+    hooks = [layer.register_forward_hook(lambda _, __, out: dtypes.add(out.dtype))
+             for layer in model.modules() if isinstance(layer, torch.nn.Linear)]
+    model.config.sampling_precision = "bf16-mixed"
+    try:
+        in_bf16 = model.generate(2, frames, cond=text, generator=3)
+        assert torch.equal(in_bf16, model.generate(2, frames, cond=text, generator=3))
+        if model.prefix_consistent:
+            assert torch.equal(model.generate(2, 2 * frames, cond=text, generator=3)[:, :frames], in_bf16)
+    finally:
+        model.config.sampling_precision = "32-true"
+        for hook in hooks:
+            hook.remove()
+    assert dtypes == {torch.bfloat16}
+    assert in_bf16.dtype == torch.float32 and in_bf16.shape == in_float32.shape
+    difference = (in_bf16 - in_float32).abs().mean()
+    assert 0 < difference < 0.05
+
+
+def test_an_unknown_sampling_precision_is_a_one_line_error():
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sampling_precision must be one of \['32-true', 'bf16-mixed'\], got 'bf16'"):
+        create_model("video_diffusion", overrides={"sampling_precision": "bf16"})

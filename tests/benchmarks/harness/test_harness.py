@@ -39,6 +39,7 @@ from benchmarks.harness import (
     score_samples,
 )
 from benchmarks.harness import runner as runner_module
+from benchmarks.harness.generation import config_sha256
 from benchmarks.harness.reference import dataset_overrides
 from benchmarks.harness.runner import run_settings_sha256
 from benchmarks.harness.scoring import ExtractorCache, weights_sha256
@@ -108,7 +109,8 @@ def test_protocol_base_is_the_named_protocol_with_the_variants_keys_on_top(tmp_p
     assert loaded.to_dict() == expected.to_dict() and loaded.hash == expected.hash
     assert loaded.dataset.name == "moving_digits" and loaded.metrics == expected.metrics  # lists come from the base
     evaluation = load_protocol("moving_digits_eval")  # the shipped variant: evidence-grade counts, same metrics
-    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 512, 128)
+    assert (evaluation.num_real, evaluation.num_generated, evaluation.long_rollout_videos) == (2048, 512, 256)
+    assert evaluation.share_rollout_prefixes
     assert evaluation.metrics == load_protocol("moving_digits").metrics and len(evaluation.seeds) >= 3
     loop = tmp_path / "loop.yaml"
     loop.write_text(f"base: {loop}\nname: loop\n")
@@ -229,6 +231,22 @@ def test_shared_rollout_prefixes_make_the_same_videos_with_fewer_generate_calls(
     for rollout in (1, 2):
         assert torch.equal(read_samples(tmp_path / "toy_shared" / f"{rollout}x")[0],
                            read_samples(tmp_path / "toy_separate" / f"{rollout}x")[0])
+
+
+def test_a_sample_folder_is_reused_only_for_the_same_weights_and_sampling_config(toy_env, tmp_path):
+    """`zoo bench` keeps a finished sample folder; sampling the same checkpoint under another config (guidance,
+    precision) must make the videos again, not score the old ones under the new settings."""
+    from benchmarks.harness.runner import _sample_folder_ready
+
+    protocol = load_protocol(toy_env, ["num_generated=8", "long_rollout_videos=8"])
+    model = create_model("harness_toy").eval()
+    generate_rollouts(model, protocol, load_reference(protocol), {1: tmp_path / "1x"}, 0, "toy", "sha-a")
+    assert read_manifest(tmp_path / "1x").generator_config_sha256 == config_sha256(model)
+    assert _sample_folder_ready(tmp_path / "1x", protocol, "sha-a", model)
+    assert not _sample_folder_ready(tmp_path / "1x", protocol, "sha-b", model)
+    assert not _sample_folder_ready(tmp_path / "1x", load_protocol(toy_env), "sha-a", model)
+    model.config.sampling_precision = "bf16-mixed"
+    assert not _sample_folder_ready(tmp_path / "1x", protocol, "sha-a", model)
 
 
 def test_a_pinned_reference_hash_guards_the_data(toy_env):
