@@ -90,7 +90,7 @@ class ModelConfig:
     min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs average only their last steps.
     sampling_precision: what `generate` runs in, named as Lightning names precisions: "32-true" (float32) or
     "bf16-mixed" (bfloat16 autocast, on CPU with attention in float32, as bf16-mixed training runs; the output is
-    float32 either way). On AVX512-BF16 it samples the denoisers 1.3-1.7x faster (README "Throughput").
+    float32 either way). On AVX512-BF16 it samples the denoisers 1.3-1.75x faster (README "Throughput").
     """
 
     image_size: int = 32
