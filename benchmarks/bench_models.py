@@ -266,10 +266,10 @@ def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, co
     protocol = dataclasses.replace(protocol, num_generated=videos, long_rollout_videos=videos)
     reference = load_reference(protocol)
     torch.manual_seed(0)
-    model = create_model(name, config_path=config, overrides={
-        **(overrides or {}), "image_size": protocol.resolution, "channels": protocol.channels}).eval()
+    overrides = {**(overrides or {}), "image_size": protocol.resolution, "channels": protocol.channels}
     if sampling_precision is not None:
-        model.config.sampling_precision = sampling_precision
+        overrides["sampling_precision"] = sampling_precision
+    model = create_model(name, config_path=config, overrides=overrides).eval()
     per_video = {}
     with tempfile.TemporaryDirectory() as scratch:
         for rollout in protocol.rollouts:
@@ -282,7 +282,7 @@ def time_protocol_generation(name: str, protocol_name: str, batches: int = 1, co
                         protocol.share_rollout_prefixes and model.prefix_consistent, model.config.sampling_precision)
 
 
-def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolCost]:
+def _protocol_main(args: argparse.Namespace, names: list[str], sampling_precisions: list[str]) -> list[ProtocolCost]:
     from benchmarks.harness import load_protocol
 
     protocol = load_protocol(args.protocol)
@@ -291,7 +291,7 @@ def _protocol_main(args: argparse.Namespace, names: list[str]) -> list[ProtocolC
     if len(counts) != len(protocol.rollouts):
         raise SystemExit(f"--videos needs one count per rollout of {protocol.name} ({protocol.rollouts})")
     wanted = dict(zip(protocol.rollouts, counts, strict=True))
-    precisions = [p.strip() for p in args.sampling_precisions.split(",") if p.strip()] or [None]
+    precisions = sampling_precisions or [None]
     print(f"# protocol {protocol.name}: batch {protocol.batch_size}, {protocol.frames} frames per 1x, "
           f"{protocol.condition}-conditioned; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
           f"{_configs_label(args)} configs, random weights (timing only)")
@@ -394,11 +394,11 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[Protocol
     precisions = [value.strip() for value in args.precisions.split(",") if value.strip()]
     if unknown := sorted(set(precisions) - set(PRECISIONS)):
         parser.error(f"unknown precision '{unknown[0]}'; use {', '.join(PRECISIONS)}")
-    sampling = {p.strip() for p in args.sampling_precisions.split(",") if p.strip()}
-    if unknown := sorted(sampling - set(SAMPLING_PRECISIONS)):
+    sampling = [value.strip() for value in args.sampling_precisions.split(",") if value.strip()]
+    if unknown := sorted(set(sampling) - set(SAMPLING_PRECISIONS)):
         parser.error(f"unknown sampling precision '{unknown[0]}'; use {', '.join(SAMPLING_PRECISIONS)}")
     if args.protocol is not None:
-        return _protocol_main(args, names)
+        return _protocol_main(args, names, sampling)
     if args.lanes:
         return _lanes_main(args, names, precisions)
     frames = [int(value) for value in args.frames.split(",") if value.strip()]
